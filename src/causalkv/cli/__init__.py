@@ -1,0 +1,1 @@
+"""The `causalkv` command line."""

@@ -1,0 +1,37 @@
+"""Entry point of the `causalkv` command.
+
+Each command group lives in its own module under `causalkv.cli` and exposes
+`register(app)`; this module only assembles them, so that adding a command never
+means editing another command's module.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="causalkv",
+    help="causalkv: a sharded, replicated, causally consistent key-value store.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that contribute commands; each defines `register(app: typer.Typer) -> None`.
+COMMAND_MODULES: tuple[str, ...] = (
+    "causalkv.cli.check_command",
+)
+
+
+def _register_commands() -> None:
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.register(app)
+
+
+def main() -> None:
+    """Run the command line."""
+    _register_commands()
+    app()

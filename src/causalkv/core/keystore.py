@@ -1,0 +1,296 @@
+"""The versioned key store of one replica.
+
+Theory of operation
+-------------------
+Every write is a *version*: the value (``None`` for a delete, a tombstone), the
+writer and sequence number that identify it (its *dot*), a Lamport timestamp,
+and ``deps``, the clock of everything its writer's client had seen plus the
+dots of the versions it overwrote on the accepting replica.
+
+Version ``a`` precedes version ``b`` when ``b``'s clock (``deps`` plus its own
+dot) contains ``a``'s dot. A key holds the set of its versions that no other
+version of it precedes: usually one, several when writes were concurrent
+(*siblings*). The visible version is the sibling with the largest
+``(lamport, writer)``. Because a version's Lamport time exceeds that of every
+version it follows, this rule agrees with causality and picks the same winner
+on every replica whatever order versions arrive in: replicas converge.
+
+Each writer also has a *log* of the sequence numbers it still has live versions
+for, sorted, so anti-entropy can send a peer "every version of writer W after
+sequence s" without scanning the store. Superseded entries are removed lazily.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from causalkv.core.clock import Clock, ClockView
+from causalkv.core.writer import Writer
+
+
+class Version:
+    """One write of one key. Immutable by convention (``__slots__`` for memory)."""
+
+    __slots__ = ("deps", "lamport", "seq", "value", "writer")
+
+    def __init__(
+        self, writer: Writer, seq: int, lamport: int, deps: Clock, value: str | None
+    ) -> None:
+        self.writer = writer
+        self.seq = seq
+        self.lamport = lamport
+        self.deps = deps
+        self.value = value
+
+    @property
+    def is_tombstone(self) -> bool:
+        return self.value is None
+
+    def order_key(self) -> tuple[int, bytes]:
+        """The deterministic tie-break among concurrent versions: higher wins."""
+        return (self.lamport, self.writer)
+
+    def precedes(self, other: Version) -> bool:
+        """True when ``other`` causally follows this version."""
+        if other.writer == self.writer:
+            return other.seq > self.seq
+        return other.deps.get(self.writer, 0) >= self.seq
+
+    def clock(self) -> Clock:
+        """``deps`` plus the version's own dot: what a reader of it depends on."""
+        clock = dict(self.deps)
+        if clock.get(self.writer, 0) < self.seq:
+            clock[self.writer] = self.seq
+        return clock
+
+    def __repr__(self) -> str:
+        return f"Version({self.writer.hex()}:{self.seq}, lamport={self.lamport}, value={self.value!r:.20})"
+
+
+Entry = tuple[Version, ...]
+
+
+def winner_of(entry: Entry) -> Version:
+    """The visible version among siblings."""
+    if len(entry) == 1:
+        return entry[0]
+    return max(entry, key=Version.order_key)
+
+
+@dataclass(slots=True)
+class ApplyOutcome:
+    changed: bool
+    """The key's set of versions changed (persist it)."""
+    obsolete: bool
+    """The version was already superseded here; nothing changed."""
+
+
+class _WriterLog:
+    """Sorted sequence numbers (with their keys) of one writer's live versions."""
+
+    __slots__ = ("dead", "keys", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.keys: list[str] = []
+        self.dead = 0
+
+    def add(self, seq: int, key: str) -> None:
+        if not self.seqs or seq > self.seqs[-1]:
+            self.seqs.append(seq)
+            self.keys.append(key)
+        else:
+            slot = bisect.bisect_left(self.seqs, seq)
+            self.seqs.insert(slot, seq)
+            self.keys.insert(slot, key)
+
+
+class KeyStore:
+    """All versions a replica holds, indexed by key and by writer."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._logs: dict[Writer, _WriterLog] = {}
+        self.lamport = 0
+        self.live_keys = 0
+        """Keys whose visible version is not a tombstone."""
+        self.tombstone_keys: set[str] = set()
+        """Keys whose every version is a tombstone: candidates for collection."""
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def entry(self, key: str) -> Entry | None:
+        return self._entries.get(key)
+
+    def winner(self, key: str) -> Version | None:
+        entry = self._entries.get(key)
+        return None if entry is None else winner_of(entry)
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        return iter(self._entries.items())
+
+    def has_dot(self, key: str, writer: Writer, seq: int) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and any(v.writer == writer and v.seq == seq for v in entry)
+
+    def versions_after(
+        self, writer: Writer, after_seq: int, upto_seq: int
+    ) -> Iterator[tuple[str, Version]]:
+        """Live versions of ``writer`` with ``after_seq < seq <= upto_seq``, in sequence order."""
+        log = self._logs.get(writer)
+        if log is None:
+            return
+        start = bisect.bisect_right(log.seqs, after_seq)
+        for slot in range(start, len(log.seqs)):
+            seq = log.seqs[slot]
+            if seq > upto_seq:
+                break
+            key = log.keys[slot]
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            for version in entry:
+                if version.writer == writer and version.seq == seq:
+                    yield key, version
+                    break
+
+    def writers(self) -> Iterator[Writer]:
+        return iter(self._logs)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def apply(self, key: str, version: Version) -> ApplyOutcome:
+        """Merge a version into the key's sibling set."""
+        if version.lamport > self.lamport:
+            self.lamport = version.lamport
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = (version,)
+            self._log_add(version, key)
+            if version.is_tombstone:
+                self.tombstone_keys.add(key)
+            else:
+                self.live_keys += 1
+            return ApplyOutcome(changed=True, obsolete=False)
+        kept: list[Version] = []
+        superseded: list[Version] = []
+        for existing in entry:
+            if existing.writer == version.writer and existing.seq == version.seq:
+                return ApplyOutcome(changed=False, obsolete=True)
+            if version.precedes(existing):
+                return ApplyOutcome(changed=False, obsolete=True)
+            if existing.precedes(version):
+                superseded.append(existing)
+            else:
+                kept.append(existing)
+        was_live = not winner_of(entry).is_tombstone
+        kept.append(version)
+        new_entry = tuple(kept)
+        self._entries[key] = new_entry
+        self._log_add(version, key)
+        for old in superseded:
+            self._log_remove(old)
+        self.live_keys += int(not winner_of(new_entry).is_tombstone) - int(was_live)
+        self._track_tombstones(key, new_entry)
+        return ApplyOutcome(changed=True, obsolete=False)
+
+    def remove(self, key: str) -> Entry | None:
+        """Forget a key entirely (tombstone collection, or a key that moved away)."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            for version in entry:
+                self._log_remove(version)
+            if not winner_of(entry).is_tombstone:
+                self.live_keys -= 1
+            self.tombstone_keys.discard(key)
+        return entry
+
+    def clear(self) -> None:
+        """Forget everything (a node that reset or left the cluster)."""
+        self._entries.clear()
+        self._logs.clear()
+        self.live_keys = 0
+        self.tombstone_keys.clear()
+
+    def restore(self, key: str, entry: Entry) -> None:
+        """Load a key's versions from durable storage (at start-up)."""
+        self._entries[key] = entry
+        for version in entry:
+            self._log_add(version, key)
+            if version.lamport > self.lamport:
+                self.lamport = version.lamport
+        if not winner_of(entry).is_tombstone:
+            self.live_keys += 1
+        self._track_tombstones(key, entry)
+
+    def _track_tombstones(self, key: str, entry: Entry) -> None:
+        if all(version.is_tombstone for version in entry):
+            self.tombstone_keys.add(key)
+        else:
+            self.tombstone_keys.discard(key)
+
+    def observe_lamport(self, lamport: int) -> None:
+        if lamport > self.lamport:
+            self.lamport = lamport
+
+    def _log_add(self, version: Version, key: str) -> None:
+        log = self._logs.get(version.writer)
+        if log is None:
+            log = self._logs[version.writer] = _WriterLog()
+        log.add(version.seq, key)
+
+    def _log_remove(self, version: Version) -> None:
+        log = self._logs.get(version.writer)
+        if log is None:
+            return
+        log.dead += 1
+        if log.dead > 64 and log.dead * 2 > len(log.seqs):
+            self._compact(version.writer, log)
+
+    def _compact(self, writer: Writer, log: _WriterLog) -> None:
+        seqs: list[int] = []
+        keys: list[str] = []
+        for seq, key in zip(log.seqs, log.keys, strict=True):
+            entry = self._entries.get(key)
+            if entry is not None and any(v.writer == writer and v.seq == seq for v in entry):
+                seqs.append(seq)
+                keys.append(key)
+        if seqs:
+            log.seqs, log.keys, log.dead = seqs, keys, 0
+        else:
+            del self._logs[writer]
+
+
+def clock_of_entry(entry: Entry) -> Clock:
+    """The merged clock of every sibling of a key."""
+    clock: Clock = {}
+    for version in entry:
+        for writer, seq in version.deps.items():
+            if seq > clock.get(writer, 0):
+                clock[writer] = seq
+        if version.seq > clock.get(version.writer, 0):
+            clock[version.writer] = version.seq
+    return clock
+
+
+def dots_of_entry(entry: Entry) -> ClockView:
+    """Just the siblings' own dots."""
+    clock: Clock = {}
+    for version in entry:
+        if version.seq > clock.get(version.writer, 0):
+            clock[version.writer] = version.seq
+    return clock

@@ -1,0 +1,782 @@
+"""View changes: proposals, hand-offs and commits.
+
+Theory of operation
+-------------------
+A view change moves the cluster from its committed view to a *proposal*, a
+view with a higher ``(epoch, digest)``. Whichever node receives ``PUT /view``
+coordinates; many nodes may coordinate the same proposal at once (outside test
+suites send the same view to every node), which is harmless because every
+message is idempotent and a proposal is identified by its content.
+
+1. **Prepare.** The coordinator sends ``Prepare`` to every node of the old and
+   the new view. A node adopts the highest proposal it has seen, stops
+   accepting writes (they wait, see ``client_operations.py``), and hands off:
+   for every node of the new view it sends, in chunks, the versions of the keys
+   that node will own, with a *report* (its clock and the view it held them
+   under). Co-replicas of its old shard already hold its keys and get only
+   keys its old shard did not own. Once every recipient has made the hand-off
+   durable and acknowledged it, the node answers ``Prepared``.
+2. **Commit.** When every node has prepared (or, after ``straggler_wait_s``,
+   when every old and every new shard has at least one prepared node), the
+   coordinator commits locally and sends ``Commit``. A node that commits serves
+   the new view: new writer identities, and a clock for the old writers rebuilt
+   from the hand-off reports (``coverage.py``), so metadata issued before the
+   change keeps its meaning. Keys it no longer owns are dropped once their
+   hand-off is acknowledged. The coordinator answers its client once the new
+   members acknowledged the commit.
+3. **Stragglers.** A node that missed the change learns it whenever it talks to
+   a node of a newer view (``NewerView``) or is re-sent the commit, hands off
+   whatever only it had (its report raises the receivers' coverage, releasing
+   clients that waited on those writes), and drops what it no longer owns.
+
+Competing proposals resolve to the highest ``(epoch, digest)`` wherever they
+meet; a committed view always beats an uncommitted one. A node stuck on a
+proposal whose coordinators vanished drives it to commit itself after
+``change_takeover_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from causalkv.core.base import ReplicaBase
+from causalkv.core.clock import merge
+from causalkv.core.coverage import HandoffReport, coverage_from_reports
+from causalkv.core.keystore import winner_of
+from causalkv.core.messages import (
+    Commit,
+    CommitAck,
+    NewerView,
+    PeerMessage,
+    Prepare,
+    Prepared,
+    Superseded,
+    TransferAck,
+    TransferChunk,
+    ViewQuery,
+    WireVersion,
+)
+from causalkv.core.replication import chunk_versions
+from causalkv.core.requests import OperationResult, ResultKind
+from causalkv.core.view import View
+from causalkv.core.wire import (
+    PeerInputError,
+    clock_from_pairs,
+    pairs_from_clock,
+    version_from_wire,
+    version_to_wire,
+    view_from_wire,
+    view_to_wire,
+)
+
+ProposalKey = tuple[int, bytes]
+
+
+@dataclass(slots=True)
+class PendingChange:
+    proposal: View
+    previous: View | None
+    started_s: float
+    coordinators: set[str] = field(default_factory=set)
+    reports: dict[str, HandoffReport] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OutgoingTransfer:
+    destination: str
+    target: View
+    generation: int
+    chunks: list[TransferChunk]
+    last_sent_s: float
+    acked: bool = False
+
+
+@dataclass(slots=True)
+class _StagedTransfer:
+    chunks: dict[int, TransferChunk] = field(default_factory=dict)
+    versions: int = 0
+    started_s: float = 0.0
+
+
+@dataclass(slots=True)
+class Coordination:
+    proposal: View
+    previous: View | None
+    started_s: float
+    prepared: set[str] = field(default_factory=set)
+    acknowledged: set[str] = field(default_factory=set)
+    committed_s: float | None = None
+    commit_persist_id: int = 0
+    waiting: list[tuple[int, float]] = field(default_factory=list)
+    """(request id, deadline) of the clients waiting for this change."""
+    last_sent_s: float = float("-inf")
+    answered: bool = False
+
+    def participants(self) -> set[str]:
+        addresses = set(self.proposal.all_addresses())
+        if self.previous is not None:
+            addresses.update(self.previous.all_addresses())
+        return addresses
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Hand-off reports for the transition into the served view."""
+
+    target: ProposalKey
+    previous_epoch: int
+    previous_view_tag: int
+    previous_shard_count: int
+    reports: dict[str, HandoffReport] = field(default_factory=dict)
+
+
+def _wire_or_none(view: View | None) -> object:
+    return None if view is None else view_to_wire(view)
+
+
+class ReconfigurationMixin(ReplicaBase):
+    change: PendingChange | None
+    coordinations: dict[ProposalKey, Coordination]
+    outgoing: dict[tuple[str, ProposalKey, int], OutgoingTransfer]
+    _incoming: dict[tuple[str, ProposalKey, int], _StagedTransfer]
+    _incoming_versions: int
+    ledger: Ledger | None
+    _generation: int
+    _newer_view_sent_s: dict[str, float]
+    _holding_foreign_keys: bool
+
+    def _init_reconfiguration(self) -> None:
+        self.change = None
+        self.coordinations = {}
+        self.outgoing = {}
+        self._incoming = {}
+        self._incoming_versions = 0
+        self.ledger = None
+        self._generation = 0
+        self._newer_view_sent_s = {}
+        self._holding_foreign_keys = False
+
+    # -- queries used by the other mixins ----------------------------------------------------------
+
+    def _change_pending(self) -> bool:
+        return self.change is not None
+
+    def _change_in_progress(self) -> bool:
+        return self.change is not None or any(not t.acked for t in self.outgoing.values())
+
+    def _pending_view(self) -> View | None:
+        return None if self.change is None else self.change.proposal
+
+    def _may_hold_foreign_keys(self) -> bool:
+        return self._holding_foreign_keys
+
+    # -- local delivery ------------------------------------------------------------------------------
+
+    def _deliver(self, destination: str, message: PeerMessage, after_persist: int = 0) -> None:
+        """Send a message, or handle it at once when it is addressed to this node."""
+        if destination == self.self_address:
+            self._dispatch(destination, message)
+        else:
+            self._send(destination, message, after_persist)
+
+    # -- proposing -------------------------------------------------------------------------------------
+
+    def _propose(self, request_id: int, view: View) -> None:
+        current = self.view
+        if current is not None and view.same_content(current) and self.change is None:
+            for address in current.all_addresses():
+                self._send_newer_view(address, force=True)
+            self._complete(request_id, OperationResult(ResultKind.OK))
+            return
+        target: View | None = None
+        if self.change is not None and view.same_content(self.change.proposal):
+            target = self.change.proposal
+        else:
+            for coordination in self.coordinations.values():
+                if view.same_content(coordination.proposal) and not coordination.answered:
+                    target = coordination.proposal
+                    break
+        if target is None:
+            epoch = max(self.highest_epoch, 0 if current is None else current.epoch) + 1
+            if self.change is not None:
+                epoch = max(epoch, self.change.proposal.epoch + 1)
+            target = view.with_epoch(epoch)
+        coordination = self._coordination_for(target, self.view)
+        coordination.waiting.append((request_id, self.now_s + self.settings.view_change_wait_s))
+        self._advance_coordination(coordination, force_send=True)
+
+    def _coordination_for(self, proposal: View, previous: View | None) -> Coordination:
+        key = proposal.proposal_key
+        coordination = self.coordinations.get(key)
+        if coordination is None:
+            coordination = Coordination(proposal, previous, self.now_s)
+            self.coordinations[key] = coordination
+            if proposal.epoch > self.highest_epoch:
+                self.highest_epoch = proposal.epoch
+                self._meta_changed()
+        return coordination
+
+    def _advance_coordination(self, coordination: Coordination, force_send: bool = False) -> None:
+        now_s = self.now_s
+        due = force_send or now_s - coordination.last_sent_s >= self.settings.view_change_retry_s
+        participants = coordination.participants()
+        proposal = coordination.proposal
+        if coordination.waiting and not coordination.answered:
+            self._expire_view_change_waiters(coordination)
+        if coordination.committed_s is None:
+            if due:
+                coordination.last_sent_s = now_s
+                message = Prepare(
+                    view_to_wire(proposal),
+                    None if coordination.previous is None else view_to_wire(coordination.previous),
+                    self.self_address or "",
+                )
+                for address in sorted(participants - coordination.prepared):
+                    self._deliver(address, message)
+            if coordination.committed_s is None and self._may_commit(coordination, participants):
+                self._commit_as_coordinator(coordination)
+            return
+        if due:
+            coordination.last_sent_s = now_s
+            commit = Commit(view_to_wire(proposal), _wire_or_none(coordination.previous))  # type: ignore[arg-type]
+            for address in sorted(participants - coordination.acknowledged):
+                if address != self.self_address:
+                    self._send(address, commit)
+        members = set(proposal.all_addresses())
+        waited_s = now_s - coordination.committed_s
+        if not coordination.answered and (
+            members <= coordination.acknowledged or waited_s >= self.settings.straggler_wait_s
+        ):
+            coordination.answered = True
+            for request_id, _ in coordination.waiting:
+                self._complete(
+                    request_id, OperationResult(ResultKind.OK), coordination.commit_persist_id
+                )
+            coordination.waiting.clear()
+        if coordination.answered and (
+            participants <= coordination.acknowledged or waited_s >= self.settings.commit_resend_s
+        ):
+            del self.coordinations[proposal.proposal_key]
+
+    def _expire_view_change_waiters(self, coordination: Coordination) -> None:
+        still: list[tuple[int, float]] = []
+        for request_id, deadline_s in coordination.waiting:
+            if deadline_s <= self.now_s:
+                self._complete(
+                    request_id,
+                    OperationResult(
+                        ResultKind.VIEW_CHANGE_TIMEOUT,
+                        detail="the view change has not completed yet; it goes on in the background",
+                    ),
+                )
+            else:
+                still.append((request_id, deadline_s))
+        coordination.waiting = still
+
+    def _may_commit(self, coordination: Coordination, participants: set[str]) -> bool:
+        prepared = coordination.prepared
+        if participants <= prepared:
+            return True
+        if self.now_s - coordination.started_s < self.settings.straggler_wait_s:
+            return False
+        for view in (coordination.previous, coordination.proposal):
+            if view is None:
+                continue
+            for index in range(len(view.shards)):
+                if not any(address in prepared for address in view.replicas(index)):
+                    return False
+        return True
+
+    def _commit_as_coordinator(self, coordination: Coordination) -> None:
+        proposal = coordination.proposal
+        current = self.view
+        if current is None or proposal.proposal_key > current.proposal_key:
+            self._commit(proposal, coordination.previous)
+        coordination.committed_s = self.now_s
+        coordination.commit_persist_id = self._step_persist_id()
+        if self.self_address is not None:
+            coordination.acknowledged.add(self.self_address)
+        coordination.last_sent_s = float("-inf")
+        self._advance_coordination(coordination)
+
+    def _fail_coordination(self, coordination: Coordination, winner: View) -> None:
+        del self.coordinations[coordination.proposal.proposal_key]
+        if winner.same_content(coordination.proposal):
+            if self.view is not None and self.view.proposal_key == winner.proposal_key:
+                for request_id, _ in coordination.waiting:
+                    self._complete(request_id, OperationResult(ResultKind.OK))
+            else:
+                target = self._coordination_for(winner, coordination.previous)
+                target.waiting.extend(coordination.waiting)
+            return
+        if winner.epoch > coordination.proposal.epoch:
+            # This node proposed on a stale view: propose again on top of the winner.
+            epoch = max(self.highest_epoch, winner.epoch) + 1
+            retry = self._coordination_for(coordination.proposal.with_epoch(epoch), self.view)
+            retry.waiting.extend(coordination.waiting)
+            return
+        for request_id, _ in coordination.waiting:
+            self._complete(
+                request_id,
+                OperationResult(
+                    ResultKind.VIEW_CONFLICT,
+                    detail="a concurrent view change with a different view won",
+                ),
+            )
+
+    # -- participant: prepare ------------------------------------------------------------------------
+
+    def _on_prepare(self, sender: str, message: Prepare) -> None:
+        try:
+            proposal = view_from_wire(message.proposal)
+            previous = None if message.previous is None else view_from_wire(message.previous)
+        except PeerInputError:
+            self.counters.peer_input_rejected += 1
+            return
+        coordinator = message.coordinator or sender
+        key = proposal.proposal_key
+        current = self.view
+        if current is not None and key <= current.proposal_key:
+            if key == current.proposal_key:
+                self._deliver(coordinator, Prepared(proposal.epoch, proposal.digest))
+                self._deliver(coordinator, CommitAck(proposal.epoch, proposal.digest))
+            else:
+                self._deliver(
+                    coordinator,
+                    Superseded(proposal.epoch, proposal.digest, view_to_wire(current), True),
+                )
+            return
+        change = self.change
+        if change is not None:
+            pending_key = change.proposal.proposal_key
+            if key < pending_key:
+                self._deliver(
+                    coordinator,
+                    Superseded(
+                        proposal.epoch, proposal.digest, view_to_wire(change.proposal), False
+                    ),
+                )
+                return
+            if key == pending_key:
+                change.coordinators.add(coordinator)
+                if self._transfers_done(key):
+                    self._deliver(coordinator, Prepared(proposal.epoch, proposal.digest))
+                return
+            self._abandon_change()
+        if proposal.epoch > self.highest_epoch:
+            self.highest_epoch = proposal.epoch
+            self._meta_changed()
+        self.change = PendingChange(proposal, previous, self.now_s, {coordinator})
+        self._start_transfers(proposal)
+        if self._transfers_done(key):
+            self._deliver(coordinator, Prepared(proposal.epoch, proposal.digest))
+
+    def _abandon_change(self) -> None:
+        change = self.change
+        if change is None:
+            return
+        self.change = None
+        key = change.proposal.proposal_key
+        for transfer_key in [k for k, t in self.outgoing.items() if k[1] == key]:
+            del self.outgoing[transfer_key]
+        self._retry_waiters()
+
+    def _transfers_done(self, target: ProposalKey) -> bool:
+        return all(t.acked for k, t in self.outgoing.items() if k[1] == target)
+
+    def _start_transfers(self, target: View) -> None:
+        """Hand this node's keys to their owners in ``target``."""
+        current = self.view
+        old_shard = self.shard_index
+        co_replicas: set[str] = set()
+        if current is not None and old_shard is not None:
+            co_replicas = set(current.replicas(old_shard))
+        if current is None and len(self.store) == 0:
+            return
+        all_by_shard: dict[int, list[WireVersion]] = {}
+        foreign_by_shard: dict[int, list[WireVersion]] = {}
+        for key, entry in self.store.items():
+            shard = target.shard_index_for_key(key)
+            wires = [version_to_wire(key, version) for version in entry]
+            all_by_shard.setdefault(shard, []).extend(wires)
+            owned_before = (
+                current is not None
+                and old_shard is not None
+                and current.shard_index_for_key(key) == old_shard
+            )
+            if not owned_before:
+                foreign_by_shard.setdefault(shard, []).extend(wires)
+        report_known = pairs_from_clock(self._relevant_known()) if current is not None else []
+        source_epoch = 0 if current is None else current.epoch
+        source_digest = b"" if current is None else current.digest
+        source_shard = -1 if old_shard is None else old_shard
+        for address in target.all_addresses():
+            if address == self.self_address:
+                continue
+            target_shard = target.shard_index_of_node(address)
+            assert target_shard is not None
+            if address in co_replicas:
+                versions = foreign_by_shard.get(target_shard, [])
+                if not versions:
+                    continue
+            else:
+                versions = all_by_shard.get(target_shard, [])
+                if not versions and source_shard < 0:
+                    continue
+            self._generation += 1
+            chunks_of_versions = chunk_versions(
+                versions, self.settings.chunk_versions_max, self.settings.chunk_bytes_max
+            )
+            chunks = [
+                TransferChunk(
+                    target.epoch,
+                    target.digest,
+                    self._generation,
+                    index,
+                    len(chunks_of_versions),
+                    chunk,
+                    source_epoch,
+                    source_digest,
+                    source_shard,
+                    self.incarnation,
+                    report_known,
+                )
+                for index, chunk in enumerate(chunks_of_versions)
+            ]
+            transfer = OutgoingTransfer(address, target, self._generation, chunks, self.now_s)
+            self.outgoing[(address, target.proposal_key, self._generation)] = transfer
+            self.counters.keys_transferred_out += len(versions)
+            for chunk in chunks:
+                self._send(address, chunk)
+
+    # -- participant: commit --------------------------------------------------------------------------
+
+    def _on_commit(self, sender: str, message: Commit) -> None:
+        try:
+            proposal = view_from_wire(message.proposal)
+            previous = None if message.previous is None else view_from_wire(message.previous)
+        except PeerInputError:
+            self.counters.peer_input_rejected += 1
+            return
+        current = self.view
+        if current is None or proposal.proposal_key > current.proposal_key:
+            self._commit(proposal, previous)
+        if self.view is not None and self.view.proposal_key == proposal.proposal_key:
+            self._send(sender, CommitAck(proposal.epoch, proposal.digest), self._step_persist_id())
+
+    def _commit(self, proposal: View, previous: View | None) -> None:
+        """Start serving ``proposal``."""
+        key = proposal.proposal_key
+        change = self.change
+        reports: dict[str, HandoffReport] = {}
+        if change is not None and change.proposal.proposal_key == key:
+            reports = dict(change.reports)
+            self.change = None
+        else:
+            if change is not None and change.proposal.epoch <= proposal.epoch:
+                self._abandon_change()
+            self._start_transfers(proposal)
+        old_view = self.view
+        old_shard = self.shard_index
+        if old_view is not None and old_shard is not None and self.self_address is not None:
+            reports[self.self_address] = HandoffReport(
+                old_view.epoch,
+                old_view.view_tag,
+                old_shard,
+                self.incarnation,
+                self._relevant_known(),
+            )
+        for transfer_key in [k for k in self.outgoing if k[1] != key]:
+            if self.change is None or transfer_key[1] != self.change.proposal.proposal_key:
+                del self.outgoing[transfer_key]
+        ledger_previous = previous if previous is not None else old_view
+        self.ledger = Ledger(
+            key,
+            0 if ledger_previous is None else ledger_previous.epoch,
+            0 if ledger_previous is None else ledger_previous.view_tag,
+            0 if ledger_previous is None else len(ledger_previous.shards),
+            reports,
+        )
+        self.previous_view = ledger_previous
+        self._reset_replication()
+        self.known = {}
+        self._set_membership(proposal)
+        self._recompute_coverage()
+        self._holding_foreign_keys = len(self.store) > 0
+        self.counters.view_changes += 1
+        self._meta_changed()
+        assert self._step is not None
+        self._step.output.view_changes.append(proposal.epoch)
+        self._drop_foreign_keys_if_handed_off()
+        self._retry_waiters()
+
+    def _recompute_coverage(self) -> None:
+        ledger = self.ledger
+        if ledger is None:
+            return
+        coverage = coverage_from_reports(
+            ledger.previous_epoch,
+            ledger.previous_view_tag,
+            ledger.previous_shard_count,
+            ledger.reports.values(),
+        )
+        changed = False
+        for writer, seq in coverage.items():
+            if seq > self.known.get(writer, 0):
+                self.known[writer] = seq
+                changed = True
+        if changed:
+            self._meta_changed()
+            self._drain_pending()
+            self._retry_waiters()
+
+    def _drop_foreign_keys_if_handed_off(self) -> None:
+        view = self.view
+        if view is None or not self._holding_foreign_keys:
+            return
+        if any(not t.acked for t in self.outgoing.values()):
+            return
+        if self.change is not None:
+            return
+        if self.shard_index is None:
+            if len(self.store):
+                self.store.clear()
+                assert self._step is not None
+                self._step.reset = True
+                self._step.dirty_keys.clear()
+        else:
+            foreign = [k for k in self.store if view.shard_index_for_key(k) != self.shard_index]
+            for key in foreign:
+                self.store.remove(key)
+                self._key_changed(key)
+        self._holding_foreign_keys = False
+
+    def _on_commit_ack(self, sender: str, message: CommitAck) -> None:
+        coordination = self.coordinations.get((message.epoch, message.digest))
+        if coordination is not None:
+            coordination.acknowledged.add(sender)
+            self._advance_coordination(coordination)
+
+    def _on_prepared(self, sender: str, message: Prepared) -> None:
+        coordination = self.coordinations.get((message.epoch, message.digest))
+        if coordination is not None and coordination.committed_s is None:
+            coordination.prepared.add(sender)
+            self._advance_coordination(coordination)
+
+    def _on_superseded(self, sender: str, message: Superseded) -> None:
+        try:
+            winner = view_from_wire(message.winner)
+        except PeerInputError:
+            self.counters.peer_input_rejected += 1
+            return
+        if message.winner_committed:
+            current = self.view
+            if current is None or winner.proposal_key > current.proposal_key:
+                self._commit(winner, None)
+        coordination = self.coordinations.get((message.epoch, message.digest))
+        if (
+            coordination is not None
+            and coordination.committed_s is None
+            and winner.proposal_key > coordination.proposal.proposal_key
+        ):
+            self._fail_coordination(coordination, winner)
+
+    # -- learning newer views --------------------------------------------------------------------------
+
+    def _send_newer_view(self, address: str, force: bool = False) -> None:
+        view = self.view
+        if view is None or address == self.self_address:
+            return
+        last = self._newer_view_sent_s.get(address, float("-inf"))
+        if not force and self.now_s - last < 1.0:
+            return
+        self._newer_view_sent_s[address] = self.now_s
+        self._send(address, NewerView(view_to_wire(view), _wire_or_none(self.previous_view)))  # type: ignore[arg-type]
+
+    def _on_newer_view(self, sender: str, message: NewerView) -> None:
+        try:
+            view = view_from_wire(message.view)
+            previous = None if message.previous is None else view_from_wire(message.previous)
+        except PeerInputError:
+            self.counters.peer_input_rejected += 1
+            return
+        current = self.view
+        if current is None or view.proposal_key > current.proposal_key:
+            self._commit(view, previous)
+
+    def _on_view_query(self, sender: str, message: ViewQuery) -> None:
+        if self.view is not None and self.view.epoch > message.epoch:
+            self._send_newer_view(sender)
+
+    # -- transfers ---------------------------------------------------------------------------------------
+
+    def _on_transfer_chunk(self, sender: str, message: TransferChunk) -> None:
+        key: ProposalKey = (message.epoch, message.digest)
+        target: View | None = None
+        if self.change is not None and self.change.proposal.proposal_key == key:
+            target = self.change.proposal
+        elif self.view is not None and self.view.proposal_key == key:
+            target = self.view
+        if target is None:
+            if self.view is not None and key < self.view.proposal_key:
+                self._send_newer_view(sender)
+            return
+        if not 0 <= message.chunk_index < message.chunk_count <= 1_000_000:
+            self.counters.peer_input_rejected += 1
+            return
+        staging_key = (sender, key, message.generation)
+        staged = self._incoming.get(staging_key)
+        if staged is None:
+            staged = self._incoming[staging_key] = _StagedTransfer(started_s=self.now_s)
+        if message.chunk_index in staged.chunks:
+            return
+        if self._incoming_versions + len(message.versions) > self.settings.staged_versions_max:
+            self._drop_incoming(staging_key)
+            return
+        staged.chunks[message.chunk_index] = message
+        staged.versions += len(message.versions)
+        self._incoming_versions += len(message.versions)
+        if len(staged.chunks) < message.chunk_count:
+            return
+        chunks = self._drop_incoming(staging_key)
+        assert chunks is not None
+        self._apply_transfer(sender, target, [chunks[i] for i in range(message.chunk_count)])
+
+    def _drop_incoming(
+        self, staging_key: tuple[str, ProposalKey, int]
+    ) -> dict[int, TransferChunk] | None:
+        staged = self._incoming.pop(staging_key, None)
+        if staged is None:
+            return None
+        self._incoming_versions -= staged.versions
+        return staged.chunks
+
+    def _apply_transfer(self, sender: str, target: View, chunks: list[TransferChunk]) -> None:
+        first = chunks[0]
+        try:
+            report_known = clock_from_pairs(first.known)
+            parsed = [version_from_wire(wire) for chunk in chunks for wire in chunk.versions]
+        except PeerInputError:
+            self.counters.peer_input_rejected += 1
+            return
+        if self.self_address is None:
+            return
+        my_shard = target.shard_index_of_node(self.self_address)
+        if my_shard is None:
+            return
+        if self.view is None or self.view.proposal_key != target.proposal_key:
+            self._holding_foreign_keys = True
+        for key, version in parsed:
+            if target.shard_index_for_key(key) != my_shard:
+                self.counters.peer_input_rejected += 1
+                continue
+            outcome = self.store.apply(key, version)
+            if outcome.changed:
+                self._key_changed(key)
+                self.counters.keys_transferred_in += 1
+        source_view_tag = (
+            int.from_bytes(first.source_digest[:2], "big") if first.source_digest else 0
+        )
+        report = HandoffReport(
+            first.source_epoch,
+            source_view_tag,
+            first.source_shard,
+            first.source_incarnation,
+            report_known,
+        )
+        target_key = target.proposal_key
+        reports: dict[str, HandoffReport]
+        if self.change is not None and self.change.proposal.proposal_key == target_key:
+            reports = self.change.reports
+        elif self.ledger is not None and self.ledger.target == target_key:
+            reports = self.ledger.reports
+        else:
+            reports = {}
+        existing = reports.get(sender)
+        if existing is not None and existing.source_epoch == report.source_epoch:
+            report = HandoffReport(
+                report.source_epoch,
+                report.source_view_tag,
+                report.source_shard,
+                report.source_incarnation,
+                merge(existing.known, report.known),
+            )
+        reports[sender] = report
+        if self.view is not None and self.view.proposal_key == target_key:
+            self._recompute_coverage()
+            self._retry_waiters()
+        self._meta_changed()
+        self._send(
+            sender,
+            TransferAck(first.epoch, first.digest, first.generation),
+            self._step_persist_id(),
+        )
+
+    def _on_transfer_ack(self, sender: str, message: TransferAck) -> None:
+        transfer = self.outgoing.get((sender, (message.epoch, message.digest), message.generation))
+        if transfer is None or transfer.acked:
+            return
+        transfer.acked = True
+        key = (message.epoch, message.digest)
+        change = self.change
+        if change is not None and change.proposal.proposal_key == key and self._transfers_done(key):
+            for coordinator in sorted(change.coordinators):
+                self._deliver(coordinator, Prepared(message.epoch, message.digest))
+        if self._transfers_done(key):
+            for transfer_key in [k for k in self.outgoing if k[1] == key]:
+                del self.outgoing[transfer_key]
+        self._drop_foreign_keys_if_handed_off()
+
+    # -- timers --------------------------------------------------------------------------------------------
+
+    def _reconfiguration_tick(self) -> None:
+        now_s = self.now_s
+        for coordination in list(self.coordinations.values()):
+            if coordination.proposal.proposal_key in self.coordinations:
+                self._advance_coordination(coordination)
+        for transfer in self.outgoing.values():
+            if (
+                not transfer.acked
+                and now_s - transfer.last_sent_s >= self.settings.transfer_retry_s
+            ):
+                transfer.last_sent_s = now_s
+                for chunk in transfer.chunks:
+                    self._send(transfer.destination, chunk)
+        change = self.change
+        if (
+            change is not None
+            and now_s - change.started_s >= self.settings.change_takeover_s
+            and change.proposal.proposal_key not in self.coordinations
+        ):
+            self._coordination_for(change.proposal, change.previous)
+        horizon = now_s - 120.0
+        for staging_key in [k for k, s in self._incoming.items() if s.started_s < horizon]:
+            self._drop_incoming(staging_key)
+
+    def _reset_node(self) -> None:
+        """Forget view and data (SyncKV ``DELETE /kvs/admin/view``)."""
+        for coordination in self.coordinations.values():
+            for request_id, _ in coordination.waiting:
+                self._complete(request_id, OperationResult(ResultKind.NO_VIEW))
+        self.coordinations.clear()
+        self.change = None
+        self.outgoing.clear()
+        self._incoming.clear()
+        self._incoming_versions = 0
+        self.ledger = None
+        self._holding_foreign_keys = False
+        self.store.clear()
+        self.known = {}
+        self.previous_view = None
+        self._reset_replication()
+        self._set_membership(None)
+        assert self._step is not None
+        self._step.reset = True
+        self._step.dirty_keys.clear()
+        self._meta_changed()
+        self._retry_waiters()
+
+    def winner_value(self, key: str) -> str | None:
+        """The visible value of a key on this replica (for inspection and tests)."""
+        entry = self.store.entry(key)
+        return None if entry is None else winner_of(entry).value

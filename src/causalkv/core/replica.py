@@ -1,0 +1,194 @@
+"""The replica state machine: one causalkv node, without I/O.
+
+Theory of operation
+-------------------
+Inputs are client requests (``submit``), view proposals (``propose_view``,
+``reset``), envelopes of peer messages (``receive``) and the passage of time
+(``tick``); every input carries the current time. Each returns an ``Output``:
+what to persist, then which messages to send and which requests to answer
+(``effects.py`` states the ordering contract). The same object runs under the
+asyncio server and under the deterministic simulator.
+
+State, and the invariants the rest of the code keeps:
+
+* ``store`` holds versions of the keys this node owns (transiently also keys
+  being handed over during a view change);
+* ``known[W]`` = s means this node holds every version writer W issued up to s
+  for the keys it owns, or what superseded it; its state is causally closed
+  (it never holds a version without that version's causes on its shard);
+* a client request is served only when the client's token is covered by
+  ``known`` for the writers that concern this shard (``base.Scope``);
+  otherwise it waits, while the node pulls what it lacks;
+* ``writer``/``writer_seq``: this node's own writer in the served view and the
+  last sequence number it issued; persisted before any reply reveals it, so a
+  restart never reissues a version.
+
+Module map: ``client_operations.py`` (requests, waits), ``replication.py``
+(pushes, anti-entropy, tombstones), ``reconfiguration.py`` (view changes),
+``coverage.py`` (clocks after a view change), ``keystore.py`` (versions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from causalkv.core.base import ReplicaSettings
+from causalkv.core.client_operations import ClientOperationsMixin
+from causalkv.core.effects import DurableMeta, Output
+from causalkv.core.keystore import Entry
+from causalkv.core.messages import (
+    Commit,
+    CommitAck,
+    Envelope,
+    NewerView,
+    PeerMessage,
+    Prepare,
+    Prepared,
+    Push,
+    Superseded,
+    SyncDelta,
+    SyncRequest,
+    TransferAck,
+    TransferChunk,
+    ViewQuery,
+)
+from causalkv.core.reconfiguration import ReconfigurationMixin
+from causalkv.core.replication import ReplicationMixin
+from causalkv.core.requests import ClientRequest
+from causalkv.core.view import View
+from causalkv.core.wire import view_from_wire
+
+
+class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
+    """One causalkv node's protocol state. Not thread-safe: drive it from one task."""
+
+    def __init__(self, settings: ReplicaSettings, incarnation: bytes) -> None:
+        super().__init__(settings, incarnation)
+        self._init_replication()
+        self._init_reconfiguration()
+
+    @classmethod
+    def restore(
+        cls,
+        settings: ReplicaSettings,
+        meta: DurableMeta,
+        entries: Iterable[tuple[str, Entry]],
+    ) -> Replica:
+        """Rebuild a replica from what it persisted."""
+        replica = cls(settings, meta.incarnation)
+        replica.self_address = meta.self_address
+        replica.highest_epoch = meta.highest_epoch
+        replica.known = dict(meta.known)
+        for key, entry in entries:
+            replica.store.restore(key, entry)
+        replica.store.observe_lamport(meta.lamport)
+        view = None if meta.view is None else view_from_wire(meta.view)
+        replica.previous_view = (
+            None if meta.previous_view is None else view_from_wire(meta.previous_view)
+        )
+        replica.writer = meta.writer
+        replica._set_membership(view)
+        if replica.writer is not None and replica.writer == meta.writer:
+            replica.writer_seq = max(meta.writer_seq, replica.known.get(replica.writer, 0))
+            replica.known[replica.writer] = replica.writer_seq
+        replica._durable_writer_seq = replica.writer_seq
+        if view is not None and len(replica.store):
+            replica._holding_foreign_keys = any(
+                view.shard_index_for_key(key) != replica.shard_index for key in replica.store
+            )
+        return replica
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def submit(self, now_s: float, request: ClientRequest) -> Output:
+        """A client request (already parsed and validated by the API layer)."""
+        self._begin(now_s)
+        self._handle_request(request)
+        return self._finish()
+
+    def propose_view(
+        self, now_s: float, request_id: int, view: View, self_address: str | None
+    ) -> Output:
+        """A client asked this node to install ``view`` (epoch ignored).
+
+        ``self_address`` is this node's address as it appears in ``view``, when
+        the runtime could tell (by node id, configured address, or the address
+        the client used); a node keeps the first address it learns.
+        """
+        self._begin(now_s)
+        if self_address is not None and self.self_address is None:
+            self.self_address = self_address
+            self._meta_changed()
+        self._propose(request_id, view)
+        return self._finish()
+
+    def reset(self, now_s: float) -> Output:
+        """Drop view and data (SyncKV ``DELETE /kvs/admin/view``)."""
+        self._begin(now_s)
+        self._reset_node()
+        return self._finish()
+
+    def receive(self, now_s: float, envelope: Envelope) -> Output:
+        """A batch of messages from a peer."""
+        self._begin(now_s)
+        sender = envelope.sender
+        if self.self_address is None and envelope.destination:
+            self.self_address = envelope.destination
+            self._set_membership(self.view)
+            self._meta_changed()
+        my_epoch = 0 if self.view is None else self.view.epoch
+        if envelope.epoch < my_epoch and not any(
+            isinstance(m, NewerView | Prepare | Commit) for m in envelope.messages
+        ):
+            self._send_newer_view(sender)
+        elif envelope.epoch > my_epoch:
+            self._query_newer_view()
+        for message in envelope.messages:
+            self._dispatch(sender, message)
+        return self._finish()
+
+    def tick(self, now_s: float) -> Output:
+        """Time passed: retries, anti-entropy, timeouts, collection."""
+        self._begin(now_s)
+        self._expire_waiters()
+        if self.waiters:
+            self._retry_waiters()
+        self._anti_entropy_tick()
+        self._reconfiguration_tick()
+        self._collect_tombstones()
+        self._expire_staged_deltas()
+        return self._finish()
+
+    # -- dispatch ------------------------------------------------------------------------------------
+
+    def _dispatch(self, sender: str, message: PeerMessage) -> None:
+        if isinstance(message, Push):
+            self._on_push(sender, message)
+        elif isinstance(message, SyncRequest):
+            self._on_sync_request(sender, message)
+        elif isinstance(message, SyncDelta):
+            self._on_sync_delta(sender, message)
+        elif isinstance(message, TransferChunk):
+            self._on_transfer_chunk(sender, message)
+        elif isinstance(message, TransferAck):
+            self._on_transfer_ack(sender, message)
+        elif isinstance(message, Prepare):
+            self._on_prepare(sender, message)
+        elif isinstance(message, Prepared):
+            self._on_prepared(sender, message)
+        elif isinstance(message, Commit):
+            self._on_commit(sender, message)
+        elif isinstance(message, CommitAck):
+            self._on_commit_ack(sender, message)
+        elif isinstance(message, Superseded):
+            self._on_superseded(sender, message)
+        elif isinstance(message, NewerView):
+            self._on_newer_view(sender, message)
+        elif isinstance(message, ViewQuery):
+            self._on_view_query(sender, message)
+
+    # -- inspection ----------------------------------------------------------------------------------
+
+    @property
+    def durable_meta(self) -> DurableMeta:
+        return self._durable_meta()
