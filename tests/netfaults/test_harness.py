@@ -7,13 +7,16 @@ namespace (the "client") or inside a host namespace.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -222,8 +225,6 @@ def test_topology_and_reachability(clean: Network) -> None:
 
 
 def ipaddr_in(ip: str, network: Network) -> bool:
-    import ipaddress
-
     return ipaddress.IPv4Address(ip) in network.subnet
 
 
@@ -279,7 +280,7 @@ def test_one_way_partition_drops_exactly_one_direction(clean: Network) -> None:
 
 
 def min_rtt(where: Host | None, target: Host, n: int = 5) -> float:
-    return min(probe(where, "rtts", target.ip, PORT, n)["rtts"])
+    return float(min(probe(where, "rtts", target.ip, PORT, n)["rtts"]))
 
 
 def test_delay_raises_rtt_between_hosts_not_client_by_default(clean: Network) -> None:
@@ -420,7 +421,9 @@ def test_teardown_after_exception_leaves_nothing(tmp_path: Any) -> None:
         raise RuntimeError("boom")
     assert_nothing_left(prefix)
     assert wait_dead(pids) == []
+    assert network.workdir.is_dir(), "logs are kept when the block raised"
     network.close()  # idempotent
+    shutil.rmtree(network.workdir)
 
 
 def test_teardown_after_normal_exit_leaves_nothing() -> None:
@@ -463,7 +466,9 @@ def start_child_run() -> tuple[subprocess.Popen[str], str, list[int]]:
     return child, prefix, pids
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: signal.Signals(s).name
+)
 def test_signal_to_harness_process_cleans_up(sig: int) -> None:
     netns_pytest.require_netns()
     child, prefix, pids = start_child_run()
@@ -484,6 +489,7 @@ def test_sigkilled_run_children_die_and_sweep_removes_leftovers() -> None:
     assert f"netns {prefix}-h0" in leftovers(prefix)
     removed = sweep_leftovers()
     assert f"netns {prefix}-sw" in removed and f"link {prefix}-cl" in removed
+    assert any(item.startswith(f"workdir {tempfile.gettempdir()}/{prefix}-") for item in removed)
     assert_nothing_left(prefix)
 
 
@@ -527,6 +533,10 @@ def test_sweep_removes_deliberately_leaked_namespace(clean: Network) -> None:
 
 
 def test_unavailable_reason_for_non_root() -> None:
+    if os.geteuid() != 0:
+        reason = netns_mod.netns_unavailable_reason()
+        assert reason is not None and reason.startswith("not root")
+        return
     code = "from causalkv.testing.netns import netns_unavailable_reason as r; print(r())"
     result = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],

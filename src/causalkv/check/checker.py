@@ -68,7 +68,7 @@ from causalkv.check.clocks import CausalOrder
 from causalkv.check.convergence import final_observations, judge_convergence
 from causalkv.check.cycles import judge_cycles
 from causalkv.check.graph import build_causal_graph
-from causalkv.check.indexes import SessionReads, WriteIndex
+from causalkv.check.indexes import WriteIndex
 from causalkv.check.lost_writes import LostWriteJudge
 from causalkv.check.observations import collect_observations
 from causalkv.check.operations import History
@@ -86,9 +86,7 @@ def check_history(history: History) -> CheckResult:
     order = CausalOrder(graph)
     writes = WriteIndex(history, graph, order)
     staleness = Staleness(history, graph, order, writes)
-    classifier = Classifier(
-        history, graph, order, writes, SessionReads(observations, order), staleness
-    )
+    classifier = Classifier(history, graph, order, writes, observations, staleness)
     finals = final_observations(history, observations)
     verdicts = [
         *collected.verdicts,

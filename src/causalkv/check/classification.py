@@ -59,7 +59,15 @@ class Classification:
 class Classifier:
     """Applies the rules of the module docstring."""
 
-    __slots__ = ("_graph", "_history", "_order", "_session_reads", "_staleness", "_writes")
+    __slots__ = (
+        "_graph",
+        "_history",
+        "_observations",
+        "_order",
+        "_session_reads",
+        "_staleness",
+        "_writes",
+    )
 
     def __init__(
         self,
@@ -67,15 +75,23 @@ class Classifier:
         graph: CausalGraph,
         order: CausalOrder,
         writes: WriteIndex,
-        session_reads: SessionReads,
+        observations: list[Observation],
         staleness: Staleness,
     ) -> None:
         self._history = history
         self._graph = graph
         self._order = order
         self._writes = writes
-        self._session_reads = session_reads
+        self._observations = observations
+        self._session_reads: SessionReads | None = None
         self._staleness = staleness
+
+    @property
+    def session_reads(self) -> SessionReads:
+        """Built on first use: most histories have no stale read to classify."""
+        if self._session_reads is None:
+            self._session_reads = SessionReads(self._observations, self._order)
+        return self._session_reads
 
     def classify(self, observation: Observation, witnesses: list[int]) -> Classification:
         """Name the violation of a stale ``observation`` with these witnesses."""
@@ -123,7 +139,7 @@ class Classifier:
         reader = observation.operation
         column = self._graph.process_column[reader]
         precedes = self._order.precedes
-        for earlier in self._session_reads.before(
+        for earlier in self.session_reads.before(
             column, observation.key, self._session_limit(reader)
         ):
             writer = earlier.writer
@@ -151,7 +167,7 @@ class Classifier:
         writer = observation.writer
         column = self._graph.process_column[witness]
         precedes = self._order.precedes
-        for read in self._session_reads.before(
+        for read in self.session_reads.before(
             column, observation.key, self._session_limit(witness)
         ):
             if read.writer >= 0 and precedes(writer, read.writer):

@@ -84,11 +84,19 @@ def _compute_clocks(graph: CausalGraph) -> list[list[int]]:
         predecessor = predecessors[operation]
         clock = clocks[predecessor] if predecessor >= 0 else zero
         writers = sources[operation]
-        if writers:
-            clock = list(map(max, clock, *(clocks[writer] for writer in writers)))
+        fresh = True
+        if len(writers) == 1:
+            other = clocks[writers[0]]
+            clock = [
+                mine if mine > theirs else theirs for mine, theirs in zip(clock, other, strict=True)
+            ]
+        elif writers:
+            clock = list(map(max, clock, *[clocks[writer] for writer in writers]))
+        else:
+            fresh = False  # shares the predecessor's clock: copy before changing it
         index = chain_index[operation]
         if index:
-            if not writers:
+            if not fresh:
                 clock = clock.copy()
             clock[process_column[operation]] = index
         clocks[operation] = clock

@@ -51,42 +51,39 @@ class WriteIndex:
         self._order = order
         self._empty = KeyWrites()
         self.keys: dict[str, KeyWrites] = {}
-        visible: list[tuple[int, int, bool, str]] = []
-        deletes: list[tuple[int, int, str]] = []
-        for operation in history.operations:
-            if not operation.is_write:
+        operations = history.operations
+        chain_column = order.chain_column
+        chain_index = graph.chain_index
+        read_off_chain = order.first_readers
+        for position, index in enumerate(graph.order):
+            operation = operations[index]
+            function = operation.function
+            if function == "get" or function == "list" or operation.status == "fail":
                 continue
-            assert operation.key is not None
-            writes = self.keys.get(operation.key)
+            key = operation.key
+            assert key is not None
+            writes = self.keys.get(key)
             if writes is None:
-                writes = self.keys[operation.key] = KeyWrites()
-            index = operation.index
-            position = graph.position[index]
-            is_put = operation.function == "put"
+                writes = self.keys[key] = KeyWrites()
+            is_put = function == "put"
             if not is_put:
-                deletes.append((position, index, operation.key))
-            column = order.chain_column[index]
+                writes.delete_positions.append(position)
+                writes.deletes.append(index)
+            column = chain_column[index]
             if column >= 0:
-                chain = writes.chains.setdefault(column, ([], []))
-                chain[0].append(graph.chain_index[index])
+                chain = writes.chains.get(column)
+                if chain is None:
+                    chain = writes.chains[column] = ([], [])
+                chain[0].append(chain_index[index])
                 chain[1].append(index)
-            elif is_put and index in order.first_readers:
+            elif is_put and index in read_off_chain:
                 writes.visible_off_chain.append(index)
             else:
                 continue
-            visible.append((position, index, is_put, operation.key))
-        visible.sort()
-        for position, index, is_put, key in visible:
-            writes = self.keys[key]
             writes.positions.append(position)
             writes.writes.append(index)
             if is_put:
                 writes.put_positions.append(position)
-        deletes.sort()
-        for position, index, key in deletes:
-            writes = self.keys[key]
-            writes.delete_positions.append(position)
-            writes.deletes.append(index)
 
     def of(self, key: str) -> KeyWrites:
         """The writes of ``key`` (empty if it was never written)."""

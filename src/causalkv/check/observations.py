@@ -46,7 +46,7 @@ class ObservationIndex(NamedTuple):
 
     observations: list[Observation]
     verdicts: list[Verdict]
-    by_operation: dict[int, list[int]]
+    by_operation: dict[int, range]
     """Reading operation index to positions in ``observations``."""
 
 
@@ -76,25 +76,28 @@ def _observed_items(operation: Operation) -> list[tuple[str, str | None, Observa
 def collect_observations(history: History) -> ObservationIndex:
     """Resolve every ok read into observations and report unexplained values."""
     puts = put_index(history)
+    writer_of = {pair: put.index for pair, put in puts.items() if put.status != "fail"}
     observations: list[Observation] = []
     verdicts: list[Verdict] = []
-    by_operation: dict[int, list[int]] = {}
+    by_operation: dict[int, range] = {}
     for operation in history.operations:
         if operation.status != "ok" or not operation.is_read:
             continue
-        positions = by_operation.setdefault(operation.index, [])
+        reader = operation.index
+        first = len(observations)
         for key, value, source in _observed_items(operation):
             writer = -1
             if value is not None:
-                put = puts.get((key, value))
-                if put is None:
-                    verdicts.append(_thin_air(operation, key, value))
-                elif put.status == "fail":
-                    verdicts.append(_failed_write_read(operation, put, key, value))
-                else:
-                    writer = put.index
-            positions.append(len(observations))
-            observations.append(Observation(operation.index, key, value, writer, source))
+                writer = writer_of.get((key, value), -1)
+                if writer < 0:
+                    put = puts.get((key, value))
+                    verdicts.append(
+                        _thin_air(operation, key, value)
+                        if put is None
+                        else _failed_write_read(operation, put, key, value)
+                    )
+            observations.append(Observation(reader, key, value, writer, source))
+        by_operation[reader] = range(first, len(observations))
     return ObservationIndex(observations, verdicts, by_operation)
 
 

@@ -86,16 +86,26 @@ class Staleness:
         return self._is_put[write] and self.explaining_delete(observation, write) < 0
 
     def explaining_delete(self, observation: Observation, put: int) -> int:
-        """A delete explaining why ``observation`` (not found) misses ``put``, or -1."""
+        """A delete explaining why ``observation`` (not found) misses ``put``, or -1.
+
+        ``put`` is in the reader's past, so it comes before the reader in
+        topological order. A delete placed between them explains at once;
+        one placed before the put must not be causally before it, one placed
+        after the reader must not be causally after the reader.
+        """
         reader = observation.operation
-        put_position = self._position[put]
-        reader_position = self._position[reader]
+        writes = self._writes.of(observation.key)
+        deletes = writes.deletes
+        positions = writes.delete_positions
+        after_put = bisect_right(positions, self._position[put])
+        before_reader = bisect_left(positions, self._position[reader])
+        if after_put < before_reader:
+            return deletes[before_reader - 1]
         precedes = self._order.precedes
-        for delete in reversed(self._writes.of(observation.key).deletes):
-            delete_position = self._position[delete]
-            if delete_position < put_position and precedes(delete, put):
-                continue
-            if delete_position > reader_position and precedes(reader, delete):
-                continue
-            return delete
+        for delete in deletes[:after_put]:
+            if not precedes(delete, put):
+                return delete
+        for delete in deletes[before_reader:]:
+            if not precedes(reader, delete):
+                return delete
         return -1

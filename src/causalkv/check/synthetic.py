@@ -9,8 +9,7 @@ Faults are modelled on the client side:
 
 * ``fail``: the operation had no effect (and a delete that finds no key fails);
 * ``info``: the outcome is unknown; a write then takes effect right away,
-  later (at a random step, possibly after the final reads were requested), or
-  never;
+  later (at a random later step, before the final reads), or never;
 * at the end some operations may stay pending, with the same three fates.
 
 Final reads (``final_reads``) list every shard from every node after all
@@ -120,13 +119,8 @@ class _Generator:
                     self.decide_fate(request)
             else:
                 self.complete(request)
-        late = [
-            request for request in self.store.lingering if self.random.random() < 0.2
-        ]  # land after the final reads: invisible to them, like a write still in flight
-        for request in self.store.lingering:
-            if request not in late:
-                self.store.write(request)
-        self.store.lingering = late
+        while self.store.lingering:
+            self.land_lingering_write()
         if self.workload.final_reads:
             self.final_reads()
 

@@ -21,6 +21,8 @@ app = typer.Typer(
 
 # Modules that contribute commands; each defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "causalkv.cli.serve",
+    "causalkv.cli.dev",
     "causalkv.cli.check_command",
 )
 

@@ -89,6 +89,22 @@ class OutgoingTransfer:
     chunks: list[TransferChunk]
     last_sent_s: float
     acked: bool = False
+    versions: int = 0
+    value_bytes: int = 0
+
+
+@dataclass(slots=True)
+class HandoffProgress:
+    """What this node has handed off for its latest view change (for progress reports)."""
+
+    target: ProposalKey = (0, b"")
+    started_s: float = 0.0
+    transfers_total: int = 0
+    transfers_acked: int = 0
+    versions_total: int = 0
+    versions_acked: int = 0
+    bytes_total: int = 0
+    bytes_acked: int = 0
 
 
 @dataclass(slots=True)
@@ -144,8 +160,10 @@ class ReconfigurationMixin(ReplicaBase):
     _generation: int
     _newer_view_sent_s: dict[str, float]
     _holding_foreign_keys: bool
+    handoff_progress: HandoffProgress
 
     def _init_reconfiguration(self) -> None:
+        self.handoff_progress = HandoffProgress()
         self.change = None
         self.coordinations = {}
         self.outgoing = {}
@@ -443,8 +461,22 @@ class ReconfigurationMixin(ReplicaBase):
                 )
                 for index, chunk in enumerate(chunks_of_versions)
             ]
-            transfer = OutgoingTransfer(address, target, self._generation, chunks, self.now_s)
+            transfer = OutgoingTransfer(
+                address,
+                target,
+                self._generation,
+                chunks,
+                self.now_s,
+                versions=len(versions),
+                value_bytes=sum(len(v.key) + len(v.value or "") for v in versions),
+            )
             self.outgoing[(address, target.proposal_key, self._generation)] = transfer
+            progress = self.handoff_progress
+            if progress.target != target.proposal_key:
+                self.handoff_progress = progress = HandoffProgress(target.proposal_key, self.now_s)
+            progress.transfers_total += 1
+            progress.versions_total += len(versions)
+            progress.bytes_total += transfer.value_bytes
             self.counters.keys_transferred_out += len(versions)
             for chunk in chunks:
                 self._send(address, chunk)
@@ -718,6 +750,10 @@ class ReconfigurationMixin(ReplicaBase):
             return
         transfer.acked = True
         key = (message.epoch, message.digest)
+        if self.handoff_progress.target == key:
+            self.handoff_progress.versions_acked += transfer.versions
+            self.handoff_progress.bytes_acked += transfer.value_bytes
+            self.handoff_progress.transfers_acked += 1
         change = self.change
         if change is not None and change.proposal.proposal_key == key and self._transfers_done(key):
             for coordinator in sorted(change.coordinators):

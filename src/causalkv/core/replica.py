@@ -147,6 +147,16 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
             self._dispatch(sender, message)
         return self._finish()
 
+    def observe_peer_epoch(self, now_s: float, address: str, epoch: int) -> Output:
+        """A peer (e.g. one that forwarded a request) revealed the epoch it serves."""
+        self._begin(now_s)
+        my_epoch = 0 if self.view is None else self.view.epoch
+        if epoch < my_epoch:
+            self._send_newer_view(address)
+        elif epoch > my_epoch:
+            self._query_newer_view()
+        return self._finish()
+
     def tick(self, now_s: float) -> Output:
         """Time passed: retries, anti-entropy, timeouts, collection."""
         self._begin(now_s)

@@ -66,6 +66,9 @@ Traffic to the root client is exempt unless ``include_client=True``; traffic
   the host's namespace.  ``--queue-bypass`` lets traffic through unshaped if the
   emulator dies.
 
+``link_backend="auto"`` picks netem when the kernel has it, else nfqueue;
+``Network(link_backend=...)`` or ``CAUSALKV_NETNS_LINK_BACKEND`` override it.
+
 Processes
 ---------
 ``Host.spawn`` runs ``ip netns exec NS argv`` (which execs ``argv``: the pid is
@@ -85,7 +88,17 @@ kill spawned process groups, kill any other process left in the namespaces
 link, qdisc and rule inside with it), then verify that nothing named ``P*`` is
 left and raise ``CleanupError`` (and log) if anything is.  Signals are deferred
 while teardown runs.  ``sweep_leftovers()`` finds every prefix on the machine
-whose lock is not held (a crashed run) and applies the same teardown.
+whose lock is not held (a crashed run) and applies the same teardown.  Logs of
+spawned processes go to a per-run work directory (``$TMPDIR/P-*``), removed on
+a clean exit, kept (and its path logged) when the ``with`` block raised, and
+removed by the next sweep.
+
+Requirements
+------------
+Root, and the Debian packages ``iproute2`` (ip, tc), ``nftables`` (nft) and
+``iptables`` (NFQUEUE, only for the nfqueue backend).  ``netns_unavailable_reason()``
+probes all of it once (in a throw-away namespace) and says what is missing.
+From a shell: ``python -m causalkv.testing.netns check`` / ``... sweep``.
 """
 
 from __future__ import annotations
@@ -698,7 +711,8 @@ class _RunLock:
             except FileNotFoundError:
                 same_file = False
             if same_file:  # not unlinked by a sweeper between open() and flock()
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())  # for humans; flock is the truth
                 self._fd = fd
                 return True
             os.close(fd)
@@ -752,6 +766,12 @@ def _list_lock_prefixes() -> list[str]:
     if not directory.is_dir():
         return []
     return [p.stem for p in directory.glob(f"{PREFIX_STEM}*.lock") if _PREFIX_RE.match(p.stem)]
+
+
+def _workdirs(prefix: str | None) -> list[Path]:
+    """Per-run log directories (``$TMPDIR/P-*``), of one prefix or of all."""
+    pattern = f"{prefix or PREFIX_STEM + '?' * 6}-*"
+    return [p for p in Path(tempfile.gettempdir()).glob(pattern) if _prefix_of(p.name)]
 
 
 def _owned(name: str, prefix: str | None) -> bool:
@@ -841,14 +861,15 @@ def sweep_leftovers() -> list[str]:
     """Remove everything left behind by crashed runs; return what was removed.
 
     A run is considered dead when its lock file is not locked; live runs (in
-    this or another process) are left alone.  Raises CleanupError if something
+    this or another process) are left alone.  Log directories that dead runs
+    kept after a failure are removed too.  Raises CleanupError if something
     could not be removed.
     """
     reason = _check_static()
     if reason is not None:
         raise NetnsError(f"cannot sweep: {reason}")
     prefixes: set[str] = set(_list_lock_prefixes())
-    for name in _list_netns() + _list_root_links():
+    for name in _list_netns() + _list_root_links() + [p.name for p in _workdirs(None)]:
         if (prefix := _prefix_of(name)) is not None:
             prefixes.add(prefix)
     removed: list[str] = []
@@ -861,6 +882,9 @@ def sweep_leftovers() -> list[str]:
         try:
             found = leftovers(prefix, include_lock_files=False)
             errors += _destroy_prefix(prefix)
+            for workdir in _workdirs(prefix):  # logs kept by a failed run
+                shutil.rmtree(workdir, ignore_errors=True)
+                found.append(f"workdir {workdir}")
             removed += found
             if found:
                 logger.warning("sweep: removed leftovers of crashed run %s: %s", prefix, found)
@@ -1035,6 +1059,7 @@ class Network:
         reason = netns_unavailable_reason()
         if reason is not None:
             raise NetnsError(f"network namespaces unavailable: {reason}")
+        self.link_backend = _resolve_backend(self._requested_backend)
         if not self._lock.try_acquire():
             raise NetnsError(f"prefix {self.prefix} is locked by another run")
         self._started = True
@@ -1049,12 +1074,13 @@ class Network:
 
     def _setup(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
-        self.link_backend = _resolve_backend(self._requested_backend)
         self._shaper = _NetemShaper(self) if self.link_backend == "netem" else _NfqueueShaper(self)
         alloc_lock = _RunLock(_state_dir() / "subnet-alloc.lock")
         alloc_lock.acquire()
         try:
             self.subnet = _pick_subnet(self._requested_subnet)
+            if FIRST_HOST_OFFSET + len(self._names) >= self.subnet.num_addresses - 1:
+                raise ValueError(f"subnet {self.subnet} is too small for {len(self._names)} hosts")
             self.client_ip = str(self.subnet.network_address + 1)
             self._create_switch()
         finally:
@@ -1123,7 +1149,7 @@ class Network:
             errors = self._teardown()
             _unregister_live(self)
         if self.workdir != Path() and self.workdir.is_dir():
-            if keep_workdir:
+            if keep_workdir and any(self.workdir.iterdir()):
                 logger.warning("network %s: logs kept in %s", self.prefix, self.workdir)
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -1299,18 +1325,21 @@ class Network:
 # --------------------------------------------------------------------------- availability
 
 
+_BACKENDS: Final[tuple[LinkBackend, ...]] = ("netem", "nfqueue")  # order of preference
+
+
 def _resolve_backend(requested: str) -> LinkBackend:
-    requested = os.environ.get(_LINK_BACKEND_ENV, requested) if requested == "auto" else requested
-    available = _probe().backends
     if requested == "auto":
-        if not available:
-            raise NetnsError("no link-impairment backend available")
+        requested = os.environ.get(_LINK_BACKEND_ENV, "auto")
+    available = _probe().backends
+    if requested == "auto" and available:
         return available[0]
-    if requested not in ("netem", "nfqueue"):
+    for backend in available:
+        if backend == requested:
+            return backend
+    if requested not in (*_BACKENDS, "auto"):
         raise ValueError(f"unknown link backend {requested!r}")
-    if requested not in available:
-        raise NetnsError(f"link backend {requested!r} unavailable here: {_probe().notes}")
-    return "netem" if requested == "netem" else "nfqueue"
+    raise NetnsError(f"link backend {requested!r} unavailable here: {_probe().notes}")
 
 
 @dataclass(frozen=True)
@@ -1384,20 +1413,8 @@ def _probe_nfqueue(ns: str) -> str | None:
             "{ type filter hook output priority -10; }\n"
             'add rule ip probe out numgen random mod 100 < 1 dup to ip daddr device "pv1"\n',
         )
-        _run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                "-I",
-                _THIS_FILE,
-                "link-emulator",
-                "--probe",
-            ],
-            timeout_s=15,
-        )
+        emulator = [sys.executable, "-I", _THIS_FILE, "link-emulator", "--probe"]
+        _run(["ip", "netns", "exec", ns, *emulator], timeout_s=15)
     except NetnsError as exc:
         return str(exc)
     return None
@@ -1417,7 +1434,10 @@ def _probe() -> _ProbeResult:
     ns = f"{prefix}-probe"
     try:
         _probe_netns(ns)
-        notes = {"netem": _probe_netem(ns), "nfqueue": _probe_nfqueue(ns)}
+        notes: dict[LinkBackend, str | None] = {
+            "netem": _probe_netem(ns),
+            "nfqueue": _probe_nfqueue(ns),
+        }
     except NetnsError as exc:
         return _ProbeResult(f"namespace/bridge/nftables setup failed: {exc}", (), "")
     finally:
@@ -1425,11 +1445,11 @@ def _probe() -> _ProbeResult:
         lock.release(unlink=True)
         if errors:
             logger.error("netns probe cleanup failed: %s", errors)
-    backends = tuple(name for name, failure in notes.items() if failure is None)
+    backends = tuple(name for name in _BACKENDS if notes[name] is None)
     summary = "; ".join(f"{k}: {v or 'ok'}" for k, v in notes.items())
     if not backends:
         return _ProbeResult(f"no link-impairment backend works ({summary})", (), summary)
-    return _ProbeResult(None, backends, summary)  # type: ignore[arg-type]
+    return _ProbeResult(None, backends, summary)
 
 
 def netns_unavailable_reason() -> str | None:

@@ -1,0 +1,1 @@
+"""The HTTP API: both dialects (sharded and SyncKV) over one node runtime."""
