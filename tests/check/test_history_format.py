@@ -247,3 +247,12 @@ def test_recorder_is_thread_safe(tmp_path: Path) -> None:
     assert len(history) == 8 * 400
     assert history == recorder.history()
     assert recorder.in_flight() == []
+
+
+def test_recorder_validates_invocations_at_once() -> None:
+    recorder = HistoryRecorder()
+    with pytest.raises(MalformedHistoryError, match="string value"):
+        recorder.invoke("p1", "put", "k", None, "n1")
+    with pytest.raises(MalformedHistoryError, match="key null"):
+        recorder.invoke("p1", "list", "k", None, "n1")
+    assert recorder.lines() == []

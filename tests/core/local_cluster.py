@@ -70,7 +70,9 @@ class LocalCluster:
         view = parse_sharded_view(view_json)
         address = via or self.addresses[0]
         request_id = next(self._request_ids)
-        self._carry(address, self.replicas[address].propose_view(self.now_s, request_id, view, address))
+        self._carry(
+            address, self.replicas[address].propose_view(self.now_s, request_id, view, address)
+        )
         self.pump()
         for _ in range(200):
             if request_id in self.results:
@@ -102,7 +104,9 @@ class LocalCluster:
             return request_id
         return result
 
-    def put(self, address: str, key: str, value: str, token: Token | None = None) -> OperationResult:
+    def put(
+        self, address: str, key: str, value: str, token: Token | None = None
+    ) -> OperationResult:
         result = self.request(address, Operation.PUT, key, token or Token(), value)
         assert isinstance(result, OperationResult), "request did not complete"
         return result
@@ -115,7 +119,9 @@ class LocalCluster:
 
 def sharded_view(shards: dict[str, list[str]]) -> dict[str, list[dict[str, object]]]:
     ids = itertools.count(1)
-    return {name: [{"address": a, "id": next(ids)} for a in members] for name, members in shards.items()}
+    return {
+        name: [{"address": a, "id": next(ids)} for a in members] for name, members in shards.items()
+    }
 
 
 def view_of(cluster: LocalCluster, address: str) -> View | None:

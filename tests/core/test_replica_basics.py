@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from causalkv.core.requests import Operation, OperationResult, ResultKind
 from causalkv.core.token import Token, decode_token, encode_token
-
 from tests.core.local_cluster import LocalCluster, sharded_view
 
 NODES = [f"10.0.0.{i}:8081" for i in range(1, 7)]

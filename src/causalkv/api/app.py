@@ -51,6 +51,8 @@ class Api:
         from causalkv.api.status import status_route
 
         self.extra_routes[("GET", "/status")] = status_route(runtime)
+        if self.settings.test_hooks:
+            self.extra_routes[("POST", "/debug/hold-outgoing")] = self._hold_outgoing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -179,6 +181,22 @@ class Api:
         else:
             await send_json(send, 404, {"error": f"no such endpoint: {method} {path}"[:300]})
 
+    async def _hold_outgoing(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Test hook: ``{"peers": [...]}`` holds messages to those peers, ``{"peers": "all"}``
+        to every peer, ``{"peers": []}`` releases them."""
+        body = await read_body(scope, receive, 65536)
+        parsed, error = json_or_error(body)
+        peers = parsed.get("peers") if isinstance(parsed, dict) else None
+        transport = self.runtime.transport
+        if peers == "all":
+            transport.held_destinations = None
+        elif isinstance(peers, list) and all(isinstance(p, str) for p in peers):
+            transport.held_destinations = set(peers)
+        else:
+            await send_json(send, 400, {"error": error or "peers must be a list or 'all'"})
+            return
+        await send_json(send, 200, {"held": "all" if peers == "all" else sorted(peers)})
+
     async def _method_not_allowed(self, send: Send, allowed: str) -> None:
         await send_json(send, 405, {"error": "method not allowed"}, [(b"allow", allowed.encode())])
 
@@ -276,5 +294,5 @@ def json_or_error(body: bytes) -> tuple[object, str | None]:
         return None, None
     try:
         return msgspec.json.decode(body), None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, RecursionError) as error:
         return None, f"malformed JSON: {error}"[:300]

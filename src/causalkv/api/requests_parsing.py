@@ -42,6 +42,8 @@ def parse_body(body: bytes) -> dict[str, object]:
         parsed = msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise BadInput(f"body is not valid JSON: {error}"[:300]) from error
+    except RecursionError as error:
+        raise BadInput(f"body is nested deeper than {JSON_DEPTH_MAX} levels") from error
     if not isinstance(parsed, dict):
         raise BadInput("body must be a JSON object")
     if _depth(parsed, JSON_DEPTH_MAX) > JSON_DEPTH_MAX:

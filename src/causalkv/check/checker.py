@@ -61,7 +61,10 @@ O(P log N) for very stale reads and "not found" reads.
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from causalkv.check.classification import Classifier
 from causalkv.check.clocks import CausalOrder
@@ -77,8 +80,30 @@ from causalkv.check.staleness import Staleness
 from causalkv.check.visibility import judge_visibility
 
 
+@contextmanager
+def _cyclic_garbage_collection_paused() -> Iterator[None]:
+    """Checking allocates millions of acyclic objects (clocks, observations).
+
+    Each allocation burst would trigger full cyclic collections that find
+    nothing; pausing the collector for the duration saves about a fifth of
+    the time on large histories. Reference counting still frees memory.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def check_history(history: History) -> CheckResult:
     """Judge ``history``; see the module docstring for what is checked and how."""
+    with _cyclic_garbage_collection_paused():
+        return _check(history)
+
+
+def _check(history: History) -> CheckResult:
     started = time.perf_counter()
     collected = collect_observations(history)
     observations = collected.observations

@@ -51,7 +51,7 @@ class MalformedHistoryError(ValueError):
         super().__init__(message if line_number is None else f"line {line_number}: {message}")
 
 
-class HistoryLine(msgspec.Struct, frozen=True, omit_defaults=True):
+class HistoryLine(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One line of a history file."""
 
     process: str

@@ -33,7 +33,7 @@ from causalkv.check.format import (
     decode_lines,
     encode_line,
 )
-from causalkv.check.operations import History, build_history
+from causalkv.check.operations import History, build_history, check_invocation
 
 __all__ = [
     "History",
@@ -111,7 +111,9 @@ class HistoryRecorder:
     ) -> Invocation:
         """Record that ``process`` sends ``f`` to ``node``; returns the handle.
 
-        ``value`` is the value written by a put, ``None`` for other functions.
+        ``value`` is the value written by a put, ``None`` for other functions;
+        ``key`` is ``None`` for a list. A wrong shape raises
+        `MalformedHistoryError` at once.
         """
         with self._lock:
             if process in self._in_flight:
@@ -129,6 +131,7 @@ class HistoryRecorder:
                 time_s=self._time(time_s),
                 node=node,
             )
+            check_invocation(line, self._line_count + 1)
             invocation = Invocation(process, f, key, node, self._write(line))
             self._in_flight[process] = invocation
             return invocation

@@ -38,7 +38,7 @@ OperationResult = str | dict[str, str] | None
 """What an ok read returned: a value or null for get, key to value for list."""
 
 
-class Operation(msgspec.Struct, frozen=True):
+class Operation(msgspec.Struct, frozen=True, gc=False):
     """One operation of one process, from invocation to completion."""
 
     index: int
@@ -104,7 +104,8 @@ class History(msgspec.Struct, frozen=True):
         return len(self.operations)
 
 
-def _check_invocation(line: HistoryLine, line_number: int) -> None:
+def check_invocation(line: HistoryLine, line_number: int) -> None:
+    """Validate the key and value of an invocation line."""
     function = line.f
     if function == "list":
         if line.key is not None:
@@ -158,7 +159,7 @@ class _Builder:
         self.put_lines: dict[tuple[str, str], int] = {}
 
     def invoke(self, line_number: int, line: HistoryLine) -> None:
-        _check_invocation(line, line_number)
+        check_invocation(line, line_number)
         _check_optional_fields(line, line_number)
         earlier = self.pending.get(line.process)
         if earlier is not None:

@@ -92,6 +92,7 @@ def serve(
     causal_wait_s: Annotated[Optional[float], typer.Option(help="Causal wait bound in seconds [env CAUSALKV_CAUSAL_WAIT_S; default 20]")] = None,  # noqa: UP045
     unsafe_async_commit: Annotated[bool, typer.Option(help="UNSAFE: acknowledge writes before they are on disk [env CAUSALKV_UNSAFE_ASYNC_COMMIT]")] = False,
     mode: Annotated[Optional[str], typer.Option(help="auto, or synckv (requires ADDRESS) [env CAUSALKV_MODE]")] = None,  # noqa: UP045
+    test_hooks: Annotated[bool, typer.Option(help="Serve /debug fault hooks; for tests only [env CAUSALKV_TEST_HOOKS]")] = False,
     log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error [env CAUSALKV_LOG_LEVEL]")] = None,  # noqa: UP045
 ) -> None:
     """Run one causalkv node (serves both HTTP dialects)."""
@@ -109,6 +110,7 @@ def serve(
         "unsafe_async_commit": unsafe_async_commit or None,
         "mode": mode,
         "log_level": log_level,
+        "test_hooks": test_hooks or None,
     }
     try:
         settings = load_settings(flags)

@@ -128,7 +128,12 @@ class ClientOperationsMixin(ReplicaBase):
         seq = self.writer_seq + 1
         deps = dict(request.token.clock)
         if entry is not None:
+            # The write supersedes what this replica holds for the key, and so
+            # everything those versions followed: clocks stay transitively closed.
             for sibling in entry:
+                for dep_writer, dep_seq in sibling.deps.items():
+                    if deps.get(dep_writer, 0) < dep_seq:
+                        deps[dep_writer] = dep_seq
                 if deps.get(sibling.writer, 0) < sibling.seq:
                     deps[sibling.writer] = sibling.seq
         deps.pop(writer, None)

@@ -302,7 +302,7 @@ class NodeRuntime:
         """Handle ``POST /kvs/internal/sync``; returns (status, MessagePack body)."""
         try:
             call = call_decoder.decode(body)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, RecursionError) as error:
             self.statistics.peer_calls_rejected += 1
             return 400, encoder.encode({"error": f"malformed peer message: {error}"[:300]})
         if isinstance(call, EnvelopeCall):

@@ -41,6 +41,8 @@ class NodeSettings:
     cluster_secret: str | None = None
     client_token: str | None = None
     unsafe_async_commit: bool = False
+    test_hooks: bool = False
+    """Serve ``/debug/*`` fault hooks (hold back replication). Tests only."""
     log_level: str = "info"
     tick_interval_s: float = 0.02
     request_body_bytes_max: int = 17 * 1024 * 1024
@@ -193,5 +195,6 @@ def load_settings(
         unsafe_async_commit=bool(flags.get("unsafe_async_commit"))
         or _truthy(env.get("CAUSALKV_UNSAFE_ASYNC_COMMIT")),
         log_level=log_level,
+        test_hooks=bool(flags.get("test_hooks")) or _truthy(env.get("CAUSALKV_TEST_HOOKS")),
         replica=replica,
     )

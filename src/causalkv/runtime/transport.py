@@ -90,9 +90,15 @@ class PeerTransport:
         self._channels: dict[str, _Channel] = {}
         self.health: dict[str, PeerHealth] = {}
         self._closed = False
+        self.held_destinations: set[str] | None = set()
+        """Test hook: drop messages to these peers (None = to every peer)."""
+
+    def holds(self, destination: str) -> bool:
+        held = self.held_destinations
+        return held is None or destination in held
 
     def send(self, destination: str, message: PeerMessage) -> None:
-        if self._closed:
+        if self._closed or self.holds(destination):
             return
         encoded = encoder.encode(message)
         channel = self._channels.get(destination)
@@ -162,7 +168,7 @@ class PeerTransport:
             raise PeerUnavailable(f"{destination} answered {response.status} to a forward")
         try:
             return reply_decoder.decode(response.body)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, RecursionError) as error:
             raise PeerUnavailable(f"{destination} sent a malformed reply: {error}") from error
 
     async def close(self) -> None:
