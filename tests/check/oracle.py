@@ -24,6 +24,11 @@ class ReferenceOutcome:
     lost_puts: set[int] = field(default_factory=set)
     """Invoke lines of lost acknowledged puts."""
     divergent_keys: set[str] = field(default_factory=set)
+    ancestors: list[set[int]] = field(default_factory=list, compare=False)
+    """Strict causal past of every operation (by index)."""
+
+    def precedes(self, earlier: int, later: int) -> bool:
+        return earlier == later or earlier in self.ancestors[later]
 
 
 def observations_of(operation: Operation) -> list[tuple[str, str | None]]:
@@ -78,6 +83,7 @@ def reference_check(history: History) -> ReferenceOutcome:
                 ancestors[index] = grown
                 changed = True
     outcome.cyclic = any(index in ancestors[index] for index in range(count))
+    outcome.ancestors = ancestors
 
     def precedes(earlier: int, later: int) -> bool:
         return earlier == later or earlier in ancestors[later]

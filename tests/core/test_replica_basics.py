@@ -124,7 +124,7 @@ def test_delete_then_not_found() -> None:
 
 
 def test_reshard_keeps_every_key() -> None:
-    cluster = LocalCluster(NODES + ["10.0.0.7:8081", "10.0.0.8:8081", "10.0.0.9:8081"])
+    cluster = LocalCluster([*NODES, "10.0.0.7:8081", "10.0.0.8:8081", "10.0.0.9:8081"])
     cluster.install(sharded_view({"a": NODES[:3], "b": NODES[3:]}))
     token = Token()
     for i in range(300):
