@@ -51,6 +51,7 @@ class Api:
         from causalkv.api.status import status_route
 
         self.extra_routes[("GET", "/status")] = status_route(runtime)
+        self.extra_routes[("GET", "/openapi.json")] = self._openapi
         if self.settings.test_hooks:
             self.extra_routes[("POST", "/debug/hold-outgoing")] = self._hold_outgoing
 
@@ -180,6 +181,11 @@ class Api:
             await self.extra_routes[route](scope, receive, send)
         else:
             await send_json(send, 404, {"error": f"no such endpoint: {method} {path}"[:300]})
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from causalkv.api.openapi import openapi_document
+
+        await send_json(send, 200, openapi_document())
 
     async def _hold_outgoing(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Test hook: ``{"peers": [...]}`` holds messages to those peers, ``{"peers": "all"}``

@@ -67,10 +67,6 @@ class CausalOrder:
         """Whether ``earlier`` is in the causal past of ``later``, not ``later`` itself."""
         return earlier != later and self.precedes(earlier, later)
 
-    def past_of_chain(self, operation: int, column: int) -> int:
-        """How many operations of the chain in ``column`` are in ``operation``'s past."""
-        return self.clocks[operation][column]
-
 
 def _compute_clocks(graph: CausalGraph) -> list[list[int]]:
     count = len(graph.process_column)

@@ -32,10 +32,6 @@ class Observation(NamedTuple):
     source: ObservationSource
 
     @property
-    def is_null(self) -> bool:
-        return self.value is None
-
-    @property
     def is_judged(self) -> bool:
         """Null, or a value with a valid writer (thin-air reads are not judged)."""
         return self.value is None or self.writer >= 0

@@ -72,12 +72,6 @@ class Operation(msgspec.Struct, frozen=True, gc=False):
         """A put or delete that took effect or may have (ok, info or pending)."""
         return self.function in ("put", "delete") and self.status != "fail"
 
-    @property
-    def lines(self) -> str:
-        """Human-readable line span, e.g. ``"12-15"`` or ``"12-"`` if pending."""
-        end = "" if self.completion_line is None else str(self.completion_line)
-        return f"{self.invoke_line}-{end}"
-
 
 class History(msgspec.Struct, frozen=True):
     """A validated history: operations in invocation order."""

@@ -19,6 +19,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """causalkv: a sharded, replicated, causally consistent key-value store."""
+
+
 # Modules that contribute commands; each defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: tuple[str, ...] = (
     "causalkv.cli.serve",

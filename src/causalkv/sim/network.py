@@ -245,10 +245,10 @@ class Network:
         source: str | None,
         destination: str,
         timeout_s: float,
-        serve: Callable[[Host], SimFuture[R]],
+        serve: Callable[[], SimFuture[R]],
     ) -> SimFuture[R]:
-        """Send a request; ``serve`` runs on the destination when it arrives and
-        returns the future of the reply. Fails with ``NotDelivered`` when the
+        """Send a request; ``serve`` runs when it arrives at the destination (alive,
+        same incarnation as when sent) and returns the future of the reply. Fails with ``NotDelivered`` when the
         request cannot have reached the destination, ``PeerUnavailable`` when
         the outcome is unknown (reset, timeout)."""
         loop = self.loop
@@ -288,7 +288,7 @@ class Network:
                     self.latency(), lambda: reply.set_exception(PeerUnavailable("connection reset"))
                 )
                 return
-            served = serve(host)
+            served = serve()
 
             def answered(done: SimFuture[R]) -> None:
                 if reply.done():
