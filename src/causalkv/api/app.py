@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
@@ -22,6 +23,7 @@ from causalkv.api import sharded, synckv
 from causalkv.api.http import (
     BodyTooLarge,
     ClientDisconnected,
+    Message,
     Receive,
     Scope,
     Send,
@@ -37,6 +39,25 @@ from causalkv.runtime.peer_protocol import PEER_CONTENT_TYPE, PEER_PATH
 log = logging.getLogger("causalkv.api")
 
 ExtraRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
+RequestObserver = Callable[[str, str, int, float], None]
+"""Called after every HTTP request with (method, route label, status, seconds)."""
+
+
+def route_label(path: str) -> str:
+    """A bounded set of labels for metrics (keys never become labels)."""
+    if path.startswith("/data/"):
+        return "/data/{key}"
+    if path.startswith("/kvs/data/"):
+        return "/kvs/data/{key}"
+    if path in _KNOWN_PATHS:
+        return path.rstrip("/") or "/"
+    return "other"
+
+
+_KNOWN_PATHS = {
+    "/ping", "/view", "/data", "/data/", "/kvs/data", "/kvs/data/", "/kvs/admin/view",
+    "/kvs/internal/sync", "/status", "/metrics", "/openapi.json", "/dashboard",
+}  # fmt: skip
 
 
 class Api:
@@ -47,6 +68,7 @@ class Api:
         self.settings = runtime.settings
         self.in_flight = 0
         self.extra_routes: dict[tuple[str, str], ExtraRoute] = {}
+        self.observers: list[RequestObserver] = []
         self._local_hosts: set[str] | None = None
         from causalkv.api.status import status_route
 
@@ -84,8 +106,17 @@ class Api:
             )
             return
         self.in_flight += 1
+        status = 0
+        started = time.perf_counter()
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self._route(scope, receive, send)
+            await self._route(scope, receive, observed_send if self.observers else send)
         except ClientDisconnected:
             pass
         except BodyTooLarge:
@@ -102,6 +133,11 @@ class Api:
             await send_json(send, 500, {"error": "internal error"})
         finally:
             self.in_flight -= 1
+            if self.observers:
+                elapsed = time.perf_counter() - started
+                label = route_label(scope["path"])
+                for observer in self.observers:
+                    observer(scope["method"], label, status, elapsed)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
@@ -119,6 +155,15 @@ class Api:
                 await sharded.data(self.runtime, send, method, key, body, siblings)
             else:
                 await synckv.data(self.runtime, send, method, key, body, siblings)
+            return
+        if path.startswith("/inspect/key/"):
+            from causalkv.api.status import key_inspection
+
+            raw = self._key_from_path(scope, "/inspect/key/")
+            if isinstance(raw, bytes) or not raw:
+                await send_json(send, 400, {"error": "key must be non-empty UTF-8"})
+                return
+            await send_json(send, 200, key_inspection(self.runtime, raw))
             return
         if path == PEER_PATH:
             if method != "POST":

@@ -92,3 +92,44 @@ def status_route(runtime: NodeRuntime):  # type: ignore[no-untyped-def]
         await send_json(send, 200, node_status(runtime))
 
     return handle
+
+
+def key_inspection(runtime: NodeRuntime, key: str) -> dict[str, object]:
+    """What this node itself holds for ``key`` (no forwarding): for the key browser."""
+    replica = runtime.replica
+    view = replica.view
+    shard = None
+    replicas: list[str] = []
+    if view is not None:
+        index = view.shard_index_for_key(key)
+        shard = view.shards[index].name
+        replicas = list(view.replicas(index))
+    entry = replica.store.entry(key)
+    versions = []
+    winner = None
+    if entry is not None:
+        from causalkv.core.keystore import Version, winner_of
+
+        winner_version = winner_of(entry)
+        winner = winner_version.value
+        for version in sorted(entry, key=Version.order_key, reverse=True):
+            versions.append(
+                {
+                    "value": version.value,
+                    "tombstone": version.is_tombstone,
+                    "writer": describe_writer(version.writer),
+                    "seq": version.seq,
+                    "lamport": version.lamport,
+                    "visible": version is winner_version,
+                }
+            )
+    return {
+        "key": key,
+        "node": replica.self_address,
+        "shard": shard,
+        "replicas": replicas,
+        "held_here": entry is not None,
+        "owner": replica.self_address in replicas,
+        "value": winner,
+        "versions": versions,
+    }
