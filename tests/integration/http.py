@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 _local = threading.local()
+
+
+class _Connection(http.client.HTTPConnection):
+    """http.client sends headers and body in separate writes; without TCP_NODELAY
+    Nagle's algorithm then stalls every request with a body for an ACK."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass
@@ -27,7 +37,7 @@ def _connection(address: str, timeout_s: float) -> http.client.HTTPConnection:
     connection = pool.get(address)
     if connection is None:
         host, _, port = address.rpartition(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+        connection = _Connection(host, int(port), timeout=timeout_s)
         pool[address] = connection
     connection.timeout = timeout_s
     if connection.sock is not None:
@@ -52,7 +62,7 @@ def request(
             connection = _connection(address, timeout_s)
         else:
             host, _, port = address.rpartition(":")
-            connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+            connection = _Connection(host, int(port), timeout=timeout_s)
         try:
             connection.request(method, path, body=payload, headers=all_headers)
             response = connection.getresponse()

@@ -258,6 +258,7 @@ class NodeRuntime:
                 ordered = healthy + [a for a in ordered if a not in healthy]
         pause_s = 0.05
         while True:
+            stale_target = False
             for address in ordered:
                 remaining_s = deadline_s - self._now()
                 if remaining_s <= 0:
@@ -269,9 +270,15 @@ class NodeRuntime:
                     self.statistics.forward_failures += 1
                     log.debug("forward to %s failed: %s", address, error)
                     continue
+                if result.kind in (ResultKind.NOT_MEMBER, ResultKind.NO_VIEW):
+                    # Views differ mid-change: that replica left (or has not joined yet).
+                    stale_target = True
+                    continue
                 if result.kind is ResultKind.FORWARD:
                     return OperationResult(ResultKind.WRONG_SHARD)
                 return result
+            if stale_target:
+                return OperationResult(ResultKind.WRONG_SHARD)
             if self._now() + pause_s >= deadline_s:
                 return OperationResult(ResultKind.DEPENDENCY_TIMEOUT)
             await asyncio.sleep(pause_s)
