@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -67,12 +68,21 @@ def run_node(settings: NodeSettings) -> int:
         "" if settings.data_dir is None else f" in {settings.data_dir}",
         runtime.recovery_s,
     )
-    if settings.cluster_secret is None and settings.listen_host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.cluster_secret is None and settings.listen_host not in (
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    ):
         log.warning(
             "NO CLUSTER SECRET: anyone who can reach %s can change the view and inject updates;"
             " set --cluster-secret or CAUSALKV_CLUSTER_SECRET",
             settings.listen,
         )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then restores the previous
+    # handlers and re-raises the signal; with these no-op handlers in place that
+    # re-raise is absorbed and a clean stop exits with status 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     server.run()
     if not server.started and exit_status == 0:
         return 1
