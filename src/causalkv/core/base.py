@@ -262,6 +262,7 @@ class ReplicaBase:
             writer_seq=self.writer_seq,
             known=dict(self.known),
             lamport=self.store.lamport,
+            foreign_keys=self._may_hold_foreign_keys(),
         )
 
     # -- scopes and tokens ---------------------------------------------------------------------

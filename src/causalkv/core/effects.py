@@ -36,6 +36,8 @@ class DurableMeta:
     writer_seq: int
     known: Clock
     lamport: int
+    foreign_keys: bool = False
+    """The node holds keys it does not own (a hand-off not yet acknowledged)."""
 
 
 @dataclass(slots=True)

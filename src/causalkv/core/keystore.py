@@ -23,7 +23,7 @@ sequence s" without scanning the store. Superseded entries are removed lazily.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from causalkv.core.clock import Clock, ClockView
@@ -227,15 +227,56 @@ class KeyStore:
         self.tombstone_keys.clear()
 
     def restore(self, key: str, entry: Entry) -> None:
-        """Load a key's versions from durable storage (at start-up)."""
-        self._entries[key] = entry
-        for version in entry:
-            self._log_add(version, key)
-            if version.lamport > self.lamport:
-                self.lamport = version.lamport
-        if not winner_of(entry).is_tombstone:
-            self.live_keys += 1
-        self._track_tombstones(key, entry)
+        """Load one key's versions from durable storage."""
+        self.restore_many(((key, entry),))
+
+    def restore_many(self, items: Iterable[tuple[str, Entry]]) -> None:
+        """Load keys from durable storage at start-up, in any order.
+
+        The hot loop of recovery: a million keys must load in seconds, so it is
+        written flat, and writer logs are sorted once at the end instead of kept
+        sorted on every insertion.
+        """
+        entries = self._entries
+        pending: dict[Writer, list[tuple[int, str]]] = {}
+        lamport = self.lamport
+        live = 0
+        tombstones = self.tombstone_keys
+        for key, entry in items:
+            entries[key] = entry
+            if len(entry) == 1:
+                version = entry[0]
+                bucket = pending.get(version.writer)
+                if bucket is None:
+                    bucket = pending[version.writer] = []
+                bucket.append((version.seq, key))
+                if version.lamport > lamport:
+                    lamport = version.lamport
+                if version.value is None:
+                    tombstones.add(key)
+                else:
+                    live += 1
+                continue
+            for version in entry:
+                bucket = pending.get(version.writer)
+                if bucket is None:
+                    bucket = pending[version.writer] = []
+                bucket.append((version.seq, key))
+                if version.lamport > lamport:
+                    lamport = version.lamport
+            if winner_of(entry).value is not None:
+                live += 1
+            self._track_tombstones(key, entry)
+        self.lamport = lamport
+        self.live_keys += live
+        for writer, bucket in pending.items():
+            log = self._logs.get(writer)
+            if log is None:
+                log = self._logs[writer] = _WriterLog()
+            bucket.extend(zip(log.seqs, log.keys, strict=True))
+            bucket.sort()
+            log.seqs = [seq for seq, _ in bucket]
+            log.keys = [key for _, key in bucket]
 
     def _track_tombstones(self, key: str, entry: Entry) -> None:
         if all(version.is_tombstone for version in entry):

@@ -79,8 +79,7 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
         replica.self_address = meta.self_address
         replica.highest_epoch = meta.highest_epoch
         replica.known = dict(meta.known)
-        for key, entry in entries:
-            replica.store.restore(key, entry)
+        replica.store.restore_many(entries)
         replica.store.observe_lamport(meta.lamport)
         view = None if meta.view is None else view_from_wire(meta.view)
         replica.previous_view = (
@@ -92,10 +91,7 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
             replica.writer_seq = max(meta.writer_seq, replica.known.get(replica.writer, 0))
             replica.known[replica.writer] = replica.writer_seq
         replica._durable_writer_seq = replica.writer_seq
-        if view is not None and len(replica.store):
-            replica._holding_foreign_keys = any(
-                view.shard_index_for_key(key) != replica.shard_index for key in replica.store
-            )
+        replica._holding_foreign_keys = meta.foreign_keys and len(replica.store) > 0
         return replica
 
     # -- inputs ------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import msgspec
 
 from causalkv.core.effects import DurableMeta, PersistBatch
 from causalkv.core.keystore import Entry, Version
+from causalkv.core.writer import _interned as _interned_writers
 from causalkv.core.writer import intern_writer
 
 STORAGE_FORMAT_VERSION = 1
@@ -55,6 +56,18 @@ def encode_entry(entry: Entry) -> bytes:
 
 
 def decode_entry(data: bytes) -> Entry:
+    decoded = _entry_decoder.decode(data)
+    if len(decoded) == 1:
+        writer, seq, lamport, deps, value = decoded[0]
+        return (
+            Version(
+                _interned_writers.get(writer) or intern_writer(writer),
+                seq,
+                lamport,
+                {intern_writer(w): s for w, s in deps} if deps else {},
+                value,
+            ),
+        )
     return tuple(
         Version(
             intern_writer(writer),
@@ -63,7 +76,7 @@ def decode_entry(data: bytes) -> Entry:
             {intern_writer(w): s for w, s in deps},
             value,
         )
-        for writer, seq, lamport, deps, value in _entry_decoder.decode(data)
+        for writer, seq, lamport, deps, value in decoded
     )
 
 
@@ -226,14 +239,16 @@ class SqliteStorage:
                     break
                 batches.append(more)
             try:
-                self._commit(batches)
+                self.write(batches)
+                self._notify(batches[-1].persist_id)
             except BaseException as error:  # the node must stop acknowledging writes
                 self.failure = error
                 raise
             if stop:
                 return
 
-    def _commit(self, batches: list[PersistBatch]) -> None:
+    def write(self, batches: list[PersistBatch]) -> None:
+        """Write batches in one transaction (blocking; the writer thread's job)."""
         started = time.perf_counter()
         keys: dict[str, object] = {}
         clear = False
@@ -272,10 +287,12 @@ class SqliteStorage:
         stats.commit_seconds_total += elapsed
         stats.last_commit_seconds = elapsed
         stats.last_batch_count = len(batches)
+
+    def _notify(self, persist_id: int) -> None:
         assert self._loop is not None and self._on_durable is not None
         # RuntimeError: the loop closed during shutdown; the data is durable anyway.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._on_durable, batches[-1].persist_id)
+            self._loop.call_soon_threadsafe(self._on_durable, persist_id)
 
     def close(self) -> None:
         if self._thread is not None:
