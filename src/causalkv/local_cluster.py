@@ -232,11 +232,21 @@ class LocalCluster:
             view[shard].append({"address": node.address, "id": int(node.node_id)})
         return view
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The Authorization header for admin calls, when a cluster secret is configured."""
+        secret = self.env.get("CAUSALKV_CLUSTER_SECRET")
+        if "--cluster-secret" in self.extra_args:
+            secret = self.extra_args[self.extra_args.index("--cluster-secret") + 1]
+        return {} if secret is None else {"Authorization": f"Bearer {secret}"}
+
     def install_view(
         self, view: dict[str, list[dict[str, object]]] | None = None, via: LocalNode | None = None
     ) -> dict[str, Any]:
         target = via or self.nodes[0]
-        status, body = http_json("PUT", f"{target.url}/view", {"view": view or self.view_json()}, 120)
+        status, body = http_json(
+            "PUT", f"{target.url}/view", {"view": view or self.view_json()}, 120, self.admin_headers
+        )
         if status != 200:
             raise RuntimeError(f"installing the view failed: {status} {body}")
         return dict(body)

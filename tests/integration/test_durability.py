@@ -19,7 +19,6 @@ import pytest
 from causalkv.check import HistoryRecorder, check_history
 from causalkv.core.view import parse_sharded_view
 from causalkv.local_cluster import LocalCluster, LocalNode
-
 from tests.integration import http
 
 
@@ -97,7 +96,9 @@ def final_reads(cluster: LocalCluster, recorder: HistoryRecorder, keys: list[str
         covers = [k for k in keys if view.shard_index_for_key(k) == shard_index]
         invocation = recorder.invoke(f"final-{node.node_id}", "list", None, None, node.address)
         items = http.listing(node.address).body["items"]
-        recorder.ok(invocation, items, final=True, covers=covers, shard=view.shards[shard_index].name)
+        recorder.ok(
+            invocation, items, final=True, covers=covers, shard=view.shards[shard_index].name
+        )
 
 
 def wait_converged(cluster: LocalCluster, timeout_s: float = 30) -> dict[str, str]:
@@ -163,7 +164,9 @@ def test_restarted_node_recovers_and_catches_up(shard_of_three: LocalCluster) ->
     assert len(wait_converged(cluster)) == 51
 
 
-def test_deleted_keys_never_come_back_and_tombstones_are_collected(shard_of_three: LocalCluster) -> None:
+def test_deleted_keys_never_come_back_and_tombstones_are_collected(
+    shard_of_three: LocalCluster,
+) -> None:
     cluster = shard_of_three
     first, second, third = cluster.nodes
     metadata: object = {}
@@ -199,14 +202,29 @@ def test_foreign_data_directories_are_refused(tmp_path: Path) -> None:
     http.put(cluster.nodes[0].address, "k", "v")
     cluster.stop()
     data_dir = cluster.nodes[0].data_dir
-    base = [sys.executable, "-m", "causalkv", "serve", "--listen", "127.0.0.1:1", "--data-dir", str(data_dir)]
+    base = [
+        sys.executable,
+        "-m",
+        "causalkv",
+        "serve",
+        "--listen",
+        "127.0.0.1:1",
+        "--data-dir",
+        str(data_dir),
+    ]
     other_cluster = subprocess.run(
-        [*base, "--node-id", "1", "--cluster-name", "someone-else"], capture_output=True, text=True, timeout=30
+        [*base, "--node-id", "1", "--cluster-name", "someone-else"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert other_cluster.returncode == 1
     assert "belongs to cluster" in other_cluster.stderr
     other_node = subprocess.run(
-        [*base, "--node-id", "2", "--cluster-name", "causalkv-dev"], capture_output=True, text=True, timeout=30
+        [*base, "--node-id", "2", "--cluster-name", "causalkv-dev"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert other_node.returncode == 1 and "belongs to node" in other_node.stderr
     import sqlite3
@@ -214,7 +232,10 @@ def test_foreign_data_directories_are_refused(tmp_path: Path) -> None:
     with sqlite3.connect(data_dir / "causalkv.sqlite3") as connection:
         connection.execute("UPDATE meta SET value = X'3939' WHERE name = 'format'")
     wrong_format = subprocess.run(
-        [*base, "--node-id", "1", "--cluster-name", "causalkv-dev"], capture_output=True, text=True, timeout=30
+        [*base, "--node-id", "1", "--cluster-name", "causalkv-dev"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert wrong_format.returncode == 1 and "storage format 99" in wrong_format.stderr
 

@@ -11,6 +11,7 @@ hand (``openapi.py``) and served at ``/openapi.json``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import socket
 import time
@@ -149,6 +150,13 @@ class Api:
             if method not in ("GET", "PUT", "DELETE"):
                 await self._method_not_allowed(send, "GET, PUT, DELETE")
                 return
+            if self.settings.client_token is not None:
+                refusal = self._authorization(
+                    scope, self.settings.client_token, self.settings.cluster_secret
+                )
+                if refusal:
+                    await self._refuse(send, refusal)
+                    return
             body = await read_body(scope, receive, limit)
             siblings = b"siblings=1" in scope.get("query_string", b"")
             if prefix == "/data/":
@@ -159,6 +167,13 @@ class Api:
         if path.startswith("/inspect/key/"):
             from causalkv.api.status import key_inspection
 
+            if self.settings.client_token is not None:
+                refusal = self._authorization(
+                    scope, self.settings.client_token, self.settings.cluster_secret
+                )
+                if refusal:
+                    await self._refuse(send, refusal)
+                    return
             raw = self._key_from_path(scope, "/inspect/key/")
             if isinstance(raw, bytes) or not raw:
                 await send_json(send, 400, {"error": "key must be non-empty UTF-8"})
@@ -169,8 +184,9 @@ class Api:
             if method != "POST":
                 await self._method_not_allowed(send, "POST")
                 return
-            if not self._peer_authorized(scope):
-                await send_json(send, 401, {"error": "missing or wrong cluster secret"})
+            refusal = self._authorization(scope, self.settings.cluster_secret)
+            if refusal:
+                await self._refuse(send, refusal)
                 return
             body = await read_body(scope, receive, self.settings.peer_body_bytes_max)
             status, reply = await self.runtime.handle_peer_call(body)
@@ -188,20 +204,35 @@ class Api:
             if method != "GET":
                 await self._method_not_allowed(send, "GET")
                 return
+            if self.settings.client_token is not None:
+                refusal = self._authorization(
+                    scope, self.settings.client_token, self.settings.cluster_secret
+                )
+                if refusal:
+                    await self._refuse(send, refusal)
+                    return
             body = await read_body(scope, receive, limit)
             await sharded.listing(self.runtime, send, body)
         elif path in ("/kvs/data", "/kvs/data/"):
             if method != "GET":
                 await self._method_not_allowed(send, "GET")
                 return
+            if self.settings.client_token is not None:
+                refusal = self._authorization(
+                    scope, self.settings.client_token, self.settings.cluster_secret
+                )
+                if refusal:
+                    await self._refuse(send, refusal)
+                    return
             body = await read_body(scope, receive, limit)
             await synckv.listing(self.runtime, send, body)
         elif path == "/view":
             if method == "GET":
                 await sharded.get_view(self.runtime, send)
             elif method == "PUT":
-                if not self._admin_authorized(scope):
-                    await send_json(send, 401, {"error": "missing or wrong cluster secret"})
+                refusal = self._authorization(scope, self.settings.cluster_secret)
+                if refusal:
+                    await self._refuse(send, refusal)
                     return
                 body = await read_body(scope, receive, limit)
                 await sharded.put_view(self.runtime, send, body, self._self_address_for(scope))
@@ -214,8 +245,9 @@ class Api:
             if method not in ("PUT", "DELETE"):
                 await self._method_not_allowed(send, "GET, PUT, DELETE")
                 return
-            if not self._admin_authorized(scope):
-                await send_json(send, 401, {"error": "missing or wrong cluster secret"})
+            refusal = self._authorization(scope, self.settings.cluster_secret)
+            if refusal:
+                await self._refuse(send, refusal)
                 return
             body = await read_body(scope, receive, limit)
             if method == "PUT":
@@ -235,6 +267,10 @@ class Api:
     async def _hold_outgoing(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Test hook: ``{"peers": [...]}`` holds messages to those peers, ``{"peers": "all"}``
         to every peer, ``{"peers": []}`` releases them."""
+        refusal = self._authorization(scope, self.settings.cluster_secret)
+        if refusal:
+            await self._refuse(send, refusal)
+            return
         body = await read_body(scope, receive, 65536)
         parsed, error = json_or_error(body)
         peers = parsed.get("peers") if isinstance(parsed, dict) else None
@@ -264,23 +300,28 @@ class Api:
         except UnicodeDecodeError:
             return decoded
 
-    # -- authorisation (cluster secret, SPEC §7) -----------------------------------------------
+    # -- authorisation (cluster secret, SPEC §7) ---------------------------------------------
 
-    def _peer_authorized(self, scope: Scope) -> bool:
-        return self._bearer_matches(scope, self.settings.cluster_secret)
+    def _authorization(self, scope: Scope, *secrets: str | None) -> int:
+        """0 when allowed; otherwise the status to refuse with (401 missing, 403 wrong).
 
-    def _admin_authorized(self, scope: Scope) -> bool:
-        return self._bearer_matches(scope, self.settings.cluster_secret)
+        Compared in constant time; a refused request is answered before its body is
+        read, so it never reaches the core.
+        """
+        configured = [secret for secret in secrets if secret is not None]
+        if not configured:
+            return 0
+        value = header(scope, b"authorization")
+        if value is None:
+            return 401
+        allowed = False
+        for secret in configured:
+            allowed |= hmac.compare_digest(value, b"Bearer " + secret.encode())
+        return 0 if allowed else 403
 
-    @staticmethod
-    def _bearer_matches(scope: Scope, secret: str | None) -> bool:
-        if secret is None:
-            return True
-        import hmac
-
-        value = header(scope, b"authorization") or b""
-        expected = b"Bearer " + secret.encode()
-        return hmac.compare_digest(value, expected)
+    async def _refuse(self, send: Send, status: int) -> None:
+        message = "missing credentials" if status == 401 else "wrong credentials"
+        await send_json(send, status, {"error": message}, [(b"www-authenticate", b"Bearer")])
 
     # -- who am I? -------------------------------------------------------------------------------
 

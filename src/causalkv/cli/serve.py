@@ -50,6 +50,8 @@ def run_node(settings: NodeSettings) -> int:
         date_header=False,
         limit_concurrency=None,
         backlog=4096,
+        ssl_certfile=None if settings.tls_certificate is None else str(settings.tls_certificate),
+        ssl_keyfile=None if settings.tls_key is None else str(settings.tls_key),
     )
     server = uvicorn.Server(config)
     exit_status = 0
@@ -78,11 +80,15 @@ def run_node(settings: NodeSettings) -> int:
             " set --cluster-secret or CAUSALKV_CLUSTER_SECRET",
             settings.listen,
         )
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then restores the previous
-    # handlers and re-raises the signal; with these no-op handlers in place that
-    # re-raise is absorbed and a clean stop exits with status 0.
+    # uvicorn handles SIGTERM/SIGINT while it serves, then restores the previous
+    # handlers and re-raises the signal. These handlers cover both ends: a signal
+    # before uvicorn's own handlers are in place still stops the server, and the
+    # re-raise after a clean stop is absorbed, so the process exits with status 0.
+    def request_exit(signum: int, frame: object) -> None:
+        server.should_exit = True
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)
+        signal.signal(signum, request_exit)
     server.run()
     if not server.started and exit_status == 0:
         return 1
@@ -103,6 +109,12 @@ def serve(
     unsafe_async_commit: Annotated[bool, typer.Option(help="UNSAFE: acknowledge writes before they are on disk [env CAUSALKV_UNSAFE_ASYNC_COMMIT]")] = False,
     mode: Annotated[Optional[str], typer.Option(help="auto, or synckv (requires ADDRESS) [env CAUSALKV_MODE]")] = None,  # noqa: UP045
     test_hooks: Annotated[bool, typer.Option(help="Serve /debug fault hooks; for tests only [env CAUSALKV_TEST_HOOKS]")] = False,
+    tls_certificate: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS and talk HTTPS to peers [env CAUSALKV_TLS_CERTIFICATE]")] = None,  # noqa: UP045
+    tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of the certificate [env CAUSALKV_TLS_KEY]")] = None,  # noqa: UP045
+    tls_ca: Annotated[Optional[Path], typer.Option(help="CA bundle to verify peers' certificates [env CAUSALKV_TLS_CA]")] = None,  # noqa: UP045
+    concurrent_requests_max: Annotated[Optional[int], typer.Option(help="Requests served at once; more get 503 + Retry-After [env CAUSALKV_CONCURRENT_REQUESTS_MAX; default 1024]")] = None,  # noqa: UP045
+    waiting_requests_max: Annotated[Optional[int], typer.Option(help="Requests waiting for causal dependencies at once [env CAUSALKV_WAITING_REQUESTS_MAX; default 10000]")] = None,  # noqa: UP045
+    request_body_bytes_max: Annotated[Optional[int], typer.Option(help="Largest request body [env CAUSALKV_REQUEST_BODY_BYTES_MAX; default 17 MiB]")] = None,  # noqa: UP045
     log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error [env CAUSALKV_LOG_LEVEL]")] = None,  # noqa: UP045
 ) -> None:
     """Run one causalkv node (serves both HTTP dialects)."""
@@ -121,6 +133,12 @@ def serve(
         "mode": mode,
         "log_level": log_level,
         "test_hooks": test_hooks or None,
+        "tls_certificate": tls_certificate,
+        "tls_key": tls_key,
+        "tls_ca": tls_ca,
+        "concurrent_requests_max": concurrent_requests_max,
+        "waiting_requests_max": waiting_requests_max,
+        "request_body_bytes_max": request_body_bytes_max,
     }
     try:
         settings = load_settings(flags)

@@ -55,7 +55,7 @@ from causalkv.core.messages import (
 from causalkv.core.reconfiguration import ReconfigurationMixin
 from causalkv.core.replication import ReplicationMixin
 from causalkv.core.requests import ClientRequest
-from causalkv.core.view import View
+from causalkv.core.view import View, ViewError, validate_address
 from causalkv.core.wire import view_from_wire
 
 
@@ -128,8 +128,17 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
         """A batch of messages from a peer."""
         self._begin(now_s)
         sender = envelope.sender
+        try:
+            validate_address(sender)
+        except ViewError:
+            self.counters.peer_input_rejected += 1
+            return self._finish()
         if self.self_address is None and envelope.destination:
-            self.self_address = envelope.destination
+            try:
+                self.self_address = validate_address(envelope.destination)
+            except ViewError:
+                self.counters.peer_input_rejected += 1
+                return self._finish()
             self._set_membership(self.view)
             self._meta_changed()
         my_epoch = 0 if self.view is None else self.view.epoch

@@ -81,8 +81,17 @@ class NodeRuntime:
             if self.replica.self_address is None:
                 self.replica.self_address = settings.advertise_address
         self.recovery_s = time.perf_counter() - started
+        ssl_context = None
+        if settings.tls:
+            import ssl
+
+            ssl_context = ssl.create_default_context(
+                cafile=None if settings.tls_ca is None else str(settings.tls_ca)
+            )
         self.transport = PeerTransport(
-            HttpClientPool(connect_timeout_s=settings.peer_connect_timeout_s),
+            HttpClientPool(
+                connect_timeout_s=settings.peer_connect_timeout_s, ssl_context=ssl_context
+            ),
             sender_address=lambda: self.replica.self_address or "",
             epoch=self._epoch,
             secret=settings.cluster_secret,
@@ -313,6 +322,9 @@ class NodeRuntime:
             self.statistics.peer_calls_rejected += 1
             return 400, encoder.encode({"error": f"malformed peer message: {error}"[:300]})
         if isinstance(call, EnvelopeCall):
+            if len(call.envelope.messages) > self.settings.peer_messages_per_envelope_max:
+                self.statistics.peer_calls_rejected += 1
+                return 400, encoder.encode({"error": "too many messages in one envelope"})
             return self._receive_envelope(call.envelope)
         return await self._serve_forward(call)
 

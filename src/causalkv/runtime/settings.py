@@ -40,6 +40,10 @@ class NodeSettings:
     cluster_name: str = "causalkv"
     cluster_secret: str | None = None
     client_token: str | None = None
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    """CA bundle that peers' certificates are verified against (default: system CAs)."""
     unsafe_async_commit: bool = False
     test_hooks: bool = False
     """Serve ``/debug/*`` fault hooks (hold back replication). Tests only."""
@@ -47,7 +51,8 @@ class NodeSettings:
     tick_interval_s: float = 0.02
     request_body_bytes_max: int = 17 * 1024 * 1024
     peer_body_bytes_max: int = 64 * 1024 * 1024
-    concurrent_requests_max: int = 2048
+    peer_messages_per_envelope_max: int = 100_000
+    concurrent_requests_max: int = 1024
     peer_connect_timeout_s: float = 1.0
     peer_send_timeout_s: float = 10.0
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
@@ -55,6 +60,37 @@ class NodeSettings:
     @property
     def listen(self) -> str:
         return f"{self.listen_host}:{self.listen_port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certificate is not None
+
+    def validate(self) -> None:
+        """One place that checks every limit (SettingsError names the offender)."""
+        limits = {
+            "CAUSALKV_REQUEST_BODY_BYTES_MAX": (self.request_body_bytes_max, 1024, 2**31),
+            "CAUSALKV_CONCURRENT_REQUESTS_MAX": (self.concurrent_requests_max, 1, 1_000_000),
+            "CAUSALKV_WAITING_REQUESTS_MAX": (self.replica.waiting_requests_max, 1, 10_000_000),
+            "peer body limit": (self.peer_body_bytes_max, 1024, 2**31),
+        }
+        for name, (value, low, high) in limits.items():
+            if not low <= value <= high:
+                raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise SettingsError(
+                "CAUSALKV_TLS_CERTIFICATE and CAUSALKV_TLS_KEY must be set together"
+            )
+        for name, path in (
+            ("CAUSALKV_TLS_CERTIFICATE", self.tls_certificate),
+            ("CAUSALKV_TLS_KEY", self.tls_key),
+            ("CAUSALKV_TLS_CA", self.tls_ca),
+        ):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{name} is not a readable file: {path}")
+        try:
+            self.replica.validate()
+        except ValueError as error:
+            raise SettingsError(str(error)) from error
 
 
 def parse_host_port(value: str, setting: str) -> tuple[str, int]:
@@ -84,6 +120,13 @@ def _float(name: str, value: str | float) -> float:
     if not number > 0:
         raise SettingsError(f"{name} must be positive, got {value!r}")
     return number
+
+
+def _int(name: str, value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError as error:
+        raise SettingsError(f"{name} must be an integer, got {value!r}") from error
 
 
 def _truthy(value: str | None) -> bool:
@@ -172,9 +215,25 @@ def load_settings(
         raise SettingsError("CAUSALKV_CLUSTER_SECRET must be at least 8 characters")
 
     causal_wait = flags.get("causal_wait_s") or env.get("CAUSALKV_CAUSAL_WAIT_S")
-    replica = ReplicaSettings()
+    replica_overrides: dict[str, float | int] = {}
     if causal_wait is not None:
-        replica = ReplicaSettings(causal_wait_s=_float("CAUSALKV_CAUSAL_WAIT_S", str(causal_wait)))
+        replica_overrides["causal_wait_s"] = _float("CAUSALKV_CAUSAL_WAIT_S", str(causal_wait))
+    waiting = flags.get("waiting_requests_max") or env.get("CAUSALKV_WAITING_REQUESTS_MAX")
+    if waiting is not None:
+        replica_overrides["waiting_requests_max"] = _int("CAUSALKV_WAITING_REQUESTS_MAX", waiting)
+    replica = ReplicaSettings(**replica_overrides)  # type: ignore[arg-type]
+
+    def optional_path(flag_name: str, env_name: str) -> Path | None:
+        value = flag(flag_name) or env.get(env_name)
+        return Path(value) if value else None
+
+    extra: dict[str, object] = {}
+    concurrent = flags.get("concurrent_requests_max") or env.get("CAUSALKV_CONCURRENT_REQUESTS_MAX")
+    if concurrent is not None:
+        extra["concurrent_requests_max"] = _int("CAUSALKV_CONCURRENT_REQUESTS_MAX", concurrent)
+    body_max = flags.get("request_body_bytes_max") or env.get("CAUSALKV_REQUEST_BODY_BYTES_MAX")
+    if body_max is not None:
+        extra["request_body_bytes_max"] = _int("CAUSALKV_REQUEST_BODY_BYTES_MAX", body_max)
 
     log_level = (flag("log_level") or env.get("CAUSALKV_LOG_LEVEL") or "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
@@ -182,7 +241,7 @@ def load_settings(
             f"CAUSALKV_LOG_LEVEL must be debug, info, warning or error, got {log_level!r}"
         )
 
-    return NodeSettings(
+    settings = NodeSettings(
         listen_host=listen_host,
         listen_port=listen_port,
         node_id=node_id,
@@ -197,4 +256,10 @@ def load_settings(
         log_level=log_level,
         test_hooks=bool(flags.get("test_hooks")) or _truthy(env.get("CAUSALKV_TEST_HOOKS")),
         replica=replica,
+        tls_certificate=optional_path("tls_certificate", "CAUSALKV_TLS_CERTIFICATE"),
+        tls_key=optional_path("tls_key", "CAUSALKV_TLS_KEY"),
+        tls_ca=optional_path("tls_ca", "CAUSALKV_TLS_CA"),
+        **extra,  # type: ignore[arg-type]
     )
+    settings.validate()
+    return settings
