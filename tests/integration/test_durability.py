@@ -148,7 +148,7 @@ def test_sigkill_at_random_moments_loses_nothing(shard_of_three: LocalCluster) -
 
 def test_restarted_node_recovers_and_catches_up(shard_of_three: LocalCluster) -> None:
     cluster = shard_of_three
-    first, second, third = cluster.nodes
+    first, _second, third = cluster.nodes
     metadata = http.put(first.address, "before", "1").body["causal-metadata"]
     assert http.get(third.address, "before", metadata).status == 200
     third.kill()

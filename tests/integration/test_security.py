@@ -189,7 +189,7 @@ def test_tls_between_clients_and_nodes_and_between_nodes(tmp_path: Path) -> None
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for index, port in enumerate(ports, start=1)
     ]
     context = ssl.create_default_context(cafile=str(ca_path))
