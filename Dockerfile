@@ -70,7 +70,7 @@ RUN set -eu; \
       /opt/causalkv/bin/pip wheel --quiet --no-deps --wheel-dir /wheels /src; \
     fi; \
     /opt/causalkv/bin/pip install --quiet --no-index --find-links /wheels causalkv; \
-    /opt/causalkv/bin/pip uninstall --quiet --yes pip; \
+    /opt/causalkv/bin/pip uninstall --quiet --yes pip setuptools; \
     /opt/causalkv/bin/causalkv --help >/dev/null
 
 # --------------------------------------------------------------------------------------------

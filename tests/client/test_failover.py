@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from causalkv import AsyncClient, Client, Unavailable
 from causalkv.check import HistoryRecorder, check_history
 from causalkv.local_cluster import LocalCluster, LocalNode
 from tests.client.conftest import ClusterFactory, wait_until_replicated
+from tests.client.test_cli import CliInvoker
 
 
 def node_at(cluster: LocalCluster, address: str) -> LocalNode:
@@ -44,7 +46,9 @@ def test_reads_and_writes_fail_over_when_replicas_die(make_cluster: ClusterFacto
         assert kv.fetch("greeting").node == third or kv.fetch("greeting").node == second
 
 
-def test_a_dead_seed_does_not_matter_once_the_view_is_known(make_cluster: ClusterFactory) -> None:
+def test_a_dead_seed_does_not_matter_once_the_view_is_known(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
     cluster = make_cluster()
     seed = cluster.nodes[0]
     with Client(seed.address) as kv:
@@ -55,6 +59,16 @@ def test_a_dead_seed_does_not_matter_once_the_view_is_known(make_cluster: Cluste
         assert [kv[f"key-{i}"] for i in range(20)] == [str(i) for i in range(20)]
         # Re-reading the view asks the other nodes of the view, not only the dead seed.
         assert len(list(kv.view(refresh=True).all_addresses())) == 6
+
+    # The operator's commands show the dead node as down.
+    cli = CliInvoker([node.address for node in cluster.nodes[1:]], tmp_path / "session")
+    status = cli.json("status")
+    up = {node["address"]: node["up"] for node in status["nodes"]}
+    assert up == {node.address: node is not seed for node in cluster.nodes}
+    shown = cli.json("view", "show")
+    health = {node["address"]: node["health"] for s in shown["shards"] for node in s["nodes"]}
+    assert health[seed.address] == "down"
+    assert sorted(set(health.values())) == ["down", "ok"]
 
 
 def test_a_lost_shard_is_unavailable_and_the_other_shard_still_works(

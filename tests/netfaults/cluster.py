@@ -20,13 +20,14 @@ Usage (see ``test_scenarios.py``)::
     make_cluster = cluster_factory_fixture()
 
     def test_x(make_cluster):
-        cluster = make_cluster(shards=(3, 3))
+        cluster = make_cluster(shards=(3, 3))          # 6 hosts, view installed
         client = cluster.client("p1", cluster.nodes[0])
-        client.put("k")
-        ...
-        cluster.wait_for_convergence()
-        cluster.take_final_reads()
-        cluster.assert_history_valid()
+        client.put("k")                                # recorded in the history
+        cluster.network.partition([...])               # faults: see causalkv.testing.netns
+        with Load([(client, ["k", "j"])]) as load:     # client threads, random mix
+            load.wait_for_progress(20)
+        cluster.network.heal()
+        cluster.finish()  # convergence, final reads, lost-write check, history checker
 """
 
 from __future__ import annotations
@@ -426,8 +427,12 @@ class Load:
         self.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.stop()
+        else:  # do not hide the original failure behind a stop() complaint
+            with contextlib.suppress(Exception):
+                self.stop()
 
     def start(self) -> None:
         for number, (client, keys) in enumerate(self.assignments):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import socket
 import time
@@ -34,6 +35,8 @@ from causalkv.api.http import (
     send_response,
 )
 from causalkv.core.view import View
+from causalkv.api.observability import install as install_observability
+from causalkv.runtime import logs
 from causalkv.runtime.node import NodeFailed, NodeRuntime
 from causalkv.runtime.peer_protocol import PEER_CONTENT_TYPE, PEER_PATH
 
@@ -50,6 +53,8 @@ def route_label(path: str) -> str:
         return "/data/{key}"
     if path.startswith("/kvs/data/"):
         return "/kvs/data/{key}"
+    if path.startswith("/inspect/key/"):
+        return "/inspect/key/{key}"
     if path in _KNOWN_PATHS:
         return path.rstrip("/") or "/"
     return "other"
@@ -57,8 +62,10 @@ def route_label(path: str) -> str:
 
 _KNOWN_PATHS = {
     "/ping", "/view", "/data", "/data/", "/kvs/data", "/kvs/data/", "/kvs/admin/view",
-    "/kvs/internal/sync", "/status", "/metrics", "/openapi.json", "/dashboard",
+    "/kvs/internal/sync", "/status", "/metrics", "/openapi.json", "/dashboard", "/dashboard/",
+    "/dashboard/api/node", "/dashboard/api/cluster", "/dashboard/api/key",
 }  # fmt: skip
+_UNLIMITED_PATHS = {"/ping", "/metrics"}
 
 
 class Api:
@@ -77,6 +84,8 @@ class Api:
         self.extra_routes[("GET", "/openapi.json")] = self._openapi
         if self.settings.test_hooks:
             self.extra_routes[("POST", "/debug/hold-outgoing")] = self._hold_outgoing
+        self._request_ids = itertools.count(1)
+        install_observability(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -101,7 +110,10 @@ class Api:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.in_flight >= self.settings.concurrent_requests_max and scope["path"] != "/ping":
+        if (
+            self.in_flight >= self.settings.concurrent_requests_max
+            and scope["path"] not in _UNLIMITED_PATHS
+        ):
             await send_json(
                 send, 503, {"error": "too many concurrent requests"}, [(b"retry-after", b"1")]
             )
@@ -109,6 +121,10 @@ class Api:
         self.in_flight += 1
         status = 0
         started = time.perf_counter()
+        incoming_id = header(scope, b"x-request-id")
+        log_token = logs.bind_request_id(
+            incoming_id.decode("latin-1")[:64] if incoming_id else f"{next(self._request_ids):x}"
+        )
 
         async def observed_send(message: Message) -> None:
             nonlocal status
@@ -134,6 +150,7 @@ class Api:
             await send_json(send, 500, {"error": "internal error"})
         finally:
             self.in_flight -= 1
+            logs.reset_request_id(log_token)
             if self.observers:
                 elapsed = time.perf_counter() - started
                 label = route_label(scope["path"])

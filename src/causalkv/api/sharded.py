@@ -18,22 +18,28 @@ def _siblings(result: OperationResult) -> list[dict[str, object]]:
     return [{"value": s.value, "writer": s.writer, "lamport": s.lamport} for s in result.siblings]
 
 
+def reason_header(result: OperationResult) -> tuple[bytes, bytes]:
+    """Machine-readable reason for a failure; the JSON bodies stay as the SPEC words them."""
+    return (b"x-causalkv-reason", result.kind.value.encode())
+
+
 async def render_failure(send: Send, result: OperationResult) -> None:
     kind = result.kind
+    reason = reason_header(result)
     if kind is ResultKind.NO_VIEW:
-        await send_json(send, 503, {"error": "no view is installed on this node"})
+        await send_json(send, 503, {"error": "no view is installed on this node"}, [reason])
     elif kind is ResultKind.NOT_MEMBER:
-        await send_json(send, 503, {"error": "this node is not in the current view"})
+        await send_json(send, 503, {"error": "this node is not in the current view"}, [reason])
     elif kind is ResultKind.DEPENDENCY_TIMEOUT:
-        await send_json(send, 503, {"error": DEPENDENCY_TIMEOUT})
+        await send_json(send, 503, {"error": DEPENDENCY_TIMEOUT}, [reason])
     elif kind is ResultKind.OVERLOADED:
-        await send_json(send, 503, {"error": "too many waiting requests"}, [(b"retry-after", b"1")])
+        retry = (b"retry-after", b"1")
+        await send_json(send, 503, {"error": "too many waiting requests"}, [retry, reason])
     elif kind is ResultKind.BAD_REQUEST:
-        await send_json(send, 400, {"error": result.detail or "bad request"})
+        await send_json(send, 400, {"error": result.detail or "bad request"}, [reason])
     else:
-        await send_json(
-            send, 503, {"error": f"the cluster is changing views ({kind.value}); retry"}
-        )
+        message = f"the cluster is changing views ({kind.value}); retry"
+        await send_json(send, 503, {"error": message}, [reason])
 
 
 async def data(
@@ -82,7 +88,10 @@ async def listing(runtime: NodeRuntime, send: Send, body: bytes) -> None:
 
 async def get_view(runtime: NodeRuntime, send: Send) -> None:
     view = runtime.replica.view
-    await send_json(send, 200, {"view": {} if view is None else view.to_sharded_json()})
+    body: dict[str, object] = {"view": {} if view is None else view.to_sharded_json()}
+    if view is not None:
+        body["epoch"] = view.epoch
+    await send_json(send, 200, body)
 
 
 async def put_view(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from causalkv.api.http import Send, send_json
+from causalkv.api.sharded import reason_header
 from causalkv.api.requests_parsing import (
     BadInput,
     ValueTooLarge,
@@ -37,10 +38,11 @@ def _initialized(runtime: NodeRuntime) -> bool:
 
 async def _render_failure(send: Send, result: OperationResult) -> None:
     kind = result.kind
+    reason = reason_header(result)
     if kind in (ResultKind.NO_VIEW, ResultKind.NOT_MEMBER):
-        await send_json(send, 418, UNINITIALIZED)
+        await send_json(send, 418, UNINITIALIZED, [reason])
     elif kind is ResultKind.DEPENDENCY_TIMEOUT:
-        await send_json(send, 500, {"error": DEPENDENCY_TIMEOUT})
+        await send_json(send, 500, {"error": DEPENDENCY_TIMEOUT}, [reason])
     elif kind is ResultKind.OVERLOADED:
         await send_json(send, 503, {"error": "too many waiting requests"}, [(b"retry-after", b"1")])
     elif kind is ResultKind.BAD_REQUEST:

@@ -41,8 +41,8 @@ class _Exchange(asyncio.Protocol):
         self.closed_error: ConnectionFailed | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check
+        self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed_error = ConnectionFailed(f"connection lost: {exc!r}")

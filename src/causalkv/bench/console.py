@@ -29,15 +29,16 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     title = (
         f"{report['label'] or config['protocol']}: workload {config['workload']},"
         f" {config['clients']} clients, {config['keys']:,} keys ({config['distribution']}),"
-        f" {config['value_size']} B values, {report['measured_s']:.1f} s measured"
+        f" {config['value_size']} B values, {report['measured_s']:.1f} s measured;"
+        " latencies in ms"
     )
     table = Table(title=title, title_justify="left")
-    table.add_column("operation")
+    table.add_column("op")
     table.add_column("ops/s", justify="right")
     table.add_column("count", justify="right")
     for percent in PERCENTILES:
-        table.add_column(f"{percentile_key(percent)} ms", justify="right")
-    table.add_column("max ms", justify="right")
+        table.add_column(percentile_key(percent), justify="right")
+    table.add_column("max", justify="right")
     table.add_column("errors", justify="right")
     for name in OPERATIONS:
         operation = report["operations"][name]
@@ -63,17 +64,24 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     if metadata.get("writers_in_largest"):
         line += (
             f"; largest token {metadata['largest_bytes']} B for {metadata['writers_in_largest']}"
-            f" writers ({metadata['bytes_per_writer']} B per writer beyond"
-            f" {metadata['constant_bytes']} B)"
+            f" writers ({metadata['single_writer_bytes']} B for one"
         )
+        if metadata["bytes_per_extra_writer"] is not None:
+            line += f", +{metadata['bytes_per_extra_writer']} B per extra writer"
+        line += ")"
     console.print(line)
     lag = report["replication_lag"]
     if lag["enabled"]:
         latency = lag["latency_ms"]
-        percentiles = ", ".join(f"{percentile_key(p)} {latency[percentile_key(p)]:.2f}" for p in PERCENTILES)
+        percentiles = ", ".join(
+            f"{percentile_key(p)} {latency[percentile_key(p)]:.2f}" for p in PERCENTILES
+        )
+        bound = lag["from_ack_ms"]
         console.print(
             f"replication lag (ms, {lag['resolved']} of {lag['samples']} samples resolved,"
-            f" {lag['probes_per_s']} probes/s): {percentiles}, max {latency['max']:.2f}"
+            f" {lag['probes_per_s']} probes/s): {percentiles}, max {latency['max']:.2f};"
+            f" upper bound from the ack incl. the probe's round trip: p50 {bound['p50']:.2f},"
+            f" p99 {bound['p99']:.2f}"
         )
     else:
         console.print(f"replication lag: not measured ({lag['note']})")

@@ -70,7 +70,9 @@ class Session(Protocol):
 
 
 class _DataAnswer(msgspec.Struct):
-    metadata: msgspec.Raw = msgspec.field(name="causal-metadata", default=msgspec.Raw(EMPTY_METADATA))
+    metadata: msgspec.Raw = msgspec.field(
+        name="causal-metadata", default=msgspec.Raw(EMPTY_METADATA)
+    )
     value: str | None = None
 
 

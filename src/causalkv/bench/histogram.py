@@ -115,6 +115,10 @@ class Histogram:
             return 0
         rank = max(1, -(-self.total_count * percent // 100))  # ceil without floats drifting
         rank = min(int(rank), self.total_count)
+        if rank == self.total_count:
+            return self.maximum
+        if rank == 1:
+            return self.minimum
         seen = 0
         for index, count in enumerate(self.counts):
             if count:

@@ -10,11 +10,19 @@ for the write (a causal wait) and so hide the lag; a fresh session reads
 whatever the replica has applied. A replica shows the write when it returns
 the written value, or a later value of the same writer client (a session's
 later write causally follows its earlier one, so a replica that applied it
-applied ours). The lag of a sample is the time from the writer's
-acknowledgement to the receipt of the last replica's first positive answer,
-an upper bound. Polls back off to 10 % of the elapsed time (at least 1 ms),
-so the bound is within about 10 % + one round trip, and a sample costs a
-few requests per replica. A write overwritten by another client before a
+applied ours).
+
+Two figures per sample. *From ack* is the time from the writer's
+acknowledgement to the receipt of the last replica's first positive answer:
+an upper bound that includes the probe's own round trip, which under load is
+mostly queueing at the replica (on a single node it is pure measurement
+error, the true lag being 0). *Lag* subtracts that round trip as seen on the
+fastest replica (the one that already had the write, normally the one that
+accepted it): it is the time between the first and the last replica showing
+the write to probes sent at the same moment, so equal queueing on the
+replicas cancels out. Polls back off to 10 % of the elapsed time (at least
+1 ms), so either figure is within about 10 % + one round trip, and a sample
+costs a few requests per replica. A write overwritten by another client before a
 replica showed it cannot be told apart from one not yet applied: such a
 sample ends after ``timeout_s`` and is counted as unresolved.
 """
@@ -52,7 +60,8 @@ def shows_write(seen: bytes, written: bytes, client_tag: bytes, sequence: int) -
 
 
 class LagSampler:
-    """Samples writes and records their replication lag (ns) in ``histogram``."""
+    """Samples writes and records their replication lag (ns) in ``histogram``
+    (and the upper bound from the acknowledgement in ``histogram_from_ack``)."""
 
     def __init__(
         self,
@@ -76,6 +85,7 @@ class LagSampler:
         self.writes_seen = 0
         self.next_allowed_s = 0.0
         self.histogram = Histogram()
+        self.histogram_from_ack = Histogram()
         self.sampled = 0
         self.resolved = 0
         self.unresolved = 0
@@ -87,7 +97,9 @@ class LagSampler:
     def enabled(self) -> bool:
         return self.every > 0
 
-    def offer(self, key: bytes, value: bytes, client_tag: bytes, sequence: int, acked_ns: int) -> None:
+    def offer(
+        self, key: bytes, value: bytes, client_tag: bytes, sequence: int, acked_ns: int
+    ) -> None:
         """Called after every acknowledged write (cheap unless the write is sampled)."""
         if not self.active or self.every == 0:
             return
@@ -121,13 +133,18 @@ class LagSampler:
                     session = slot[address] = self.make_session(address)
                 sessions.append(session)
             seen_at = await asyncio.gather(
-                *(self._wait_visible(s, key, value, client_tag, sequence, acked_ns) for s in sessions)
+                *(
+                    self._wait_visible(s, key, value, client_tag, sequence, acked_ns)
+                    for s in sessions
+                )
             )
         finally:
             self.free_slots.append(slot)
-        if sessions and all(moment is not None for moment in seen_at):
+        moments = [moment for moment in seen_at if moment is not None]
+        if sessions and len(moments) == len(sessions):
             self.resolved += 1
-            self.histogram.record(max(m for m in seen_at if m is not None) - acked_ns)
+            self.histogram.record(max(moments) - min(moments))
+            self.histogram_from_ack.record(max(moments) - acked_ns)
         else:
             self.unresolved += 1
 
@@ -152,6 +169,11 @@ class LagSampler:
             if elapsed_ns > self.timeout_ns:
                 return None
             await asyncio.sleep(max(POLL_INTERVAL_S_MIN, elapsed_ns * 1e-9 * POLL_BACKOFF))
+
+    async def wait_until_idle(self) -> None:
+        """Wait for the samples in flight (each ends within ``timeout_s`` plus one probe)."""
+        while len(self.free_slots) < len(self.all_slots):
+            await asyncio.sleep(0.01)
 
     def sessions(self) -> list[Session]:
         return [session for slot in self.all_slots for session in slot.values()]

@@ -24,7 +24,10 @@ BODY = b'{"value":"x","causal-metadata":{}}'
 START = {
     "type": "http.response.start",
     "status": 200,
-    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())],
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(BODY)).encode()),
+    ],
 }
 RESPONSE_BODY = {"type": "http.response.body", "body": BODY}
 

@@ -63,7 +63,9 @@ def plot_report(report: dict[str, Any], directory: Path, name: str | None = None
     """Write the timeline and percentile plots of one report; returns the paths."""
     pyplot = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
-    base = slug(name or report["label"] or f"{report['config']['protocol']}-{report['config']['workload']}")
+    base = slug(
+        name or report["label"] or f"{report['config']['protocol']}-{report['config']['workload']}"
+    )
     timeline = report["timeline"]
     times = [row["t_s"] for row in timeline]
     figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(9, 6), sharex=True)
@@ -71,7 +73,9 @@ def plot_report(report: dict[str, Any], directory: Path, name: str | None = None
         if not report["operations"][operation]["count"]:
             continue
         top.plot(times, [row[f"{operation}_ops_s"] for row in timeline], label=f"{operation} ops/s")
-        bottom.plot(times, [row[f"{operation}_p50_ms"] for row in timeline], label=f"{operation} p50")
+        bottom.plot(
+            times, [row[f"{operation}_p50_ms"] for row in timeline], label=f"{operation} p50"
+        )
         bottom.plot(
             times, [row[f"{operation}_p99_ms"] for row in timeline], "--", label=f"{operation} p99"
         )
@@ -141,6 +145,35 @@ def plot_bars(
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def plot_grouped_bars(
+    groups: Sequence[str],
+    series: Sequence[str],
+    values: Sequence[Sequence[float]],
+    path: Path,
+    title: str,
+    ylabel: str,
+) -> Path:
+    """Bars of ``values[group][series]``, one cluster per group."""
+    pyplot = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = pyplot.subplots(figsize=(10, 5))
+    width = 0.8 / max(1, len(series))
+    for position, name in enumerate(series):
+        xs = [group + position * width for group in range(len(groups))]
+        axes.bar(xs, [row[position] for row in values], width, label=name)
+    axes.set_xticks([group + 0.4 - width / 2 for group in range(len(groups))])
+    axes.set_xticklabels(groups, rotation=15, ha="right", fontsize="small")
+    axes.set_yscale("log")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    axes.grid(True, axis="y", which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)

@@ -23,9 +23,6 @@ from causalkv.bench.worker import OK_STATUSES, Interval, WorkerResult
 
 REPORT_VERSION = 1
 OPERATIONS = ("read", "update")
-# The wrapper ``{"c":"..."}`` plus the token's format byte, epoch floor, group
-# count and one group header per shard: what a token costs beyond its entries.
-METADATA_CONSTANT_BYTES = 48
 STATUS_NAMES = {
     STATUS_CONNECTION_ERROR: "connection-error",
     STATUS_TIMEOUT: "timeout",
@@ -58,12 +55,17 @@ def _merge_intervals(results: Iterable[WorkerResult]) -> dict[int, list[Interval
     return by_index
 
 
-def _timeline(by_index: dict[int, list[Interval]], warmup: int) -> list[dict[str, Any]]:
+def _timeline(
+    by_index: dict[int, list[Interval]], warmup: int, interval_s: float
+) -> list[dict[str, Any]]:
     rows = []
     for index in sorted(by_index):
         parts = by_index[index]
         seconds = max(1e-9, max(p.ended_s - p.started_s for p in parts))
-        row: dict[str, Any] = {"t_s": round((index - warmup) * seconds, 3), "warmup": index < warmup}
+        row: dict[str, Any] = {
+            "t_s": round((index - warmup) * interval_s, 3),
+            "warmup": index < warmup,
+        }
         for name in OPERATIONS:
             merged = Histogram()
             for part in parts:
@@ -79,31 +81,42 @@ def _timeline(by_index: dict[int, list[Interval]], warmup: int) -> list[dict[str
 def _metadata_summary(
     config: BenchConfig, measured: list[Interval], results: list[WorkerResult]
 ) -> dict[str, Any]:
+    """Mean and max metadata bytes clients sent, and what the largest token holds.
+
+    ``bytes_per_extra_writer`` is the marginal cost of a writer: the largest
+    token's size minus the size of the same token cut down to its first
+    writer, divided by the writers removed (shard group headers included, so
+    it is an upper bound on the per-writer cost).
+    """
     total = sum(i.metadata_bytes_total for i in measured)
     requests = sum(i.metadata_requests for i in measured)
     largest = max((r.largest_metadata for r in results), key=len, default=b"{}")
     summary: dict[str, Any] = {
         "mean_bytes": round(total / requests, 1) if requests else 0.0,
         "max_bytes": max((i.metadata_bytes_max for i in measured), default=0),
+        "largest_bytes": len(largest),
         "writers_in_largest": None,
-        "bytes_per_writer": None,
-        "constant_bytes": METADATA_CONSTANT_BYTES,
+        "single_writer_bytes": None,
+        "bytes_per_extra_writer": None,
     }
-    if config.protocol is StoreProtocol.CAUSALKV and largest != b"{}":
-        from causalkv.core.token import TokenError, decode_token
+    if config.protocol is not StoreProtocol.CAUSALKV or largest == b"{}":
+        return summary
+    from causalkv.core.token import Token, TokenError, decode_token, encode_token
 
-        try:
-            token = decode_token(json.loads(largest))
-        except (TokenError, ValueError):
-            summary["writers_in_largest"] = None
-        else:
-            writers = len(token.clock)
-            summary["writers_in_largest"] = writers
-            if writers:
-                summary["bytes_per_writer"] = round(
-                    max(0, len(largest) - METADATA_CONSTANT_BYTES) / writers, 1
-                )
-            summary["largest_bytes"] = len(largest)
+    try:
+        token = decode_token(json.loads(largest))
+    except (TokenError, ValueError):
+        return summary
+    writers = len(token.clock)
+    summary["writers_in_largest"] = writers
+    if writers:
+        first = min(token.clock)
+        single = Token({first: token.clock[first]}, token.epoch_floor)
+        single_bytes = len(json.dumps(encode_token(single), separators=(",", ":")))
+        summary["single_writer_bytes"] = single_bytes
+        if writers > 1:
+            extra = (len(largest) - single_bytes) / (writers - 1)
+            summary["bytes_per_extra_writer"] = round(extra, 1)
     return summary
 
 
@@ -112,8 +125,10 @@ def _lag_summary(lag_note: str, results: list[WorkerResult], measured_s: float) 
     if not lags:
         return {"enabled": False, "note": lag_note}
     histogram = Histogram()
+    from_ack = Histogram()
     for lag in lags:
         histogram.merge(lag.histogram)
+        from_ack.merge(lag.histogram_from_ack)
     return {
         "enabled": True,
         "note": lag_note,
@@ -124,6 +139,7 @@ def _lag_summary(lag_note: str, results: list[WorkerResult], measured_s: float) 
         "probes_per_s": round(sum(lag.probes for lag in lags) / max(measured_s, 1e-9), 1),
         "probe_errors": sum(lag.probe_errors for lag in lags),
         "latency_ms": latency_summary_ms(histogram),
+        "from_ack_ms": latency_summary_ms(from_ack),
         "histogram_ns": histogram.sparse(),
     }
 
@@ -159,7 +175,9 @@ def build_report(
             "errors": sum(errors.values()),
             "histogram_ns": histogram.sparse(),
         }
-    cpu = [round(100 * r.cpu_s / r.measured_wall_s, 1) if r.measured_wall_s else 0.0 for r in results]
+    cpu = [
+        round(100 * r.cpu_s / r.measured_wall_s, 1) if r.measured_wall_s else 0.0 for r in results
+    ]
     return {
         "report_version": REPORT_VERSION,
         "tool": "causalkv bench",
@@ -183,7 +201,7 @@ def build_report(
             "seconds": round(max((r.preload_s for r in results), default=0.0), 3),
             "errors": sum(r.preload_errors for r in results),
         },
-        "timeline": _timeline(by_index, warmup),
+        "timeline": _timeline(by_index, warmup, config.interval_s),
     }
 
 

@@ -119,7 +119,9 @@ def plan_workers(config: BenchConfig, discovery: Discovery) -> list[WorkerPlan]:
     return plans
 
 
-def run_benchmark(config: BenchConfig, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+def run_benchmark(
+    config: BenchConfig, on_progress: ProgressCallback | None = None
+) -> dict[str, Any]:
     """Run one benchmark and return its report (see ``report.build_report``)."""
     config.validate()
     discovery = discover(config)
@@ -230,7 +232,9 @@ def _follow(
             raise BenchError("the generator did not finish in time")
         if on_progress is None:
             continue
-        operations = int(sum(progress[p.worker * PROGRESS_FIELDS + FIELD_OPERATIONS] for p in plans))
+        operations = int(
+            sum(progress[p.worker * PROGRESS_FIELDS + FIELD_OPERATIONS] for p in plans)
+        )
         errors = int(sum(progress[p.worker * PROGRESS_FIELDS + FIELD_ERRORS] for p in plans))
         if operations != last_operations:
             rate = (operations - last_operations) / max(1e-9, now - last_time)

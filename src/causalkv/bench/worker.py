@@ -73,6 +73,7 @@ class Interval:
 @dataclass
 class LagSummary:
     histogram: Histogram
+    histogram_from_ack: Histogram
     sampled: int
     resolved: int
     unresolved: int
@@ -198,6 +199,8 @@ class Worker:
             if self.sampler is not None:
                 self.sampler.active = False
             await asyncio.gather(*clients)
+            if self.sampler is not None:
+                await self.sampler.wait_until_idle()  # the watchdog still guards its probes
             watchdog.cancel()
         for session in self.sessions:
             session.close()
@@ -207,6 +210,7 @@ class Worker:
             sampler.close()
             lag = LagSummary(
                 sampler.histogram,
+                sampler.histogram_from_ack,
                 sampler.sampled,
                 sampler.resolved,
                 sampler.unresolved,
@@ -240,7 +244,9 @@ class Worker:
         async def load(position: int, session: Session) -> None:
             nonlocal errors
             for sequence, index in enumerate(keys[position :: len(sessions)], start=1):
-                value = make_value(tag + b"_%d" % position, sequence, config.value_size, self.padding)
+                value = make_value(
+                    tag + b"_%d" % position, sequence, config.value_size, self.padding
+                )
                 for _ in range(5):
                     status = await session.update(self.key_bytes[index], value)
                     if status in OK_STATUSES:

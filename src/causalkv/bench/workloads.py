@@ -19,6 +19,7 @@ the key space by an FNV hash so they do not all sit in one shard).
 from __future__ import annotations
 
 import enum
+import math
 import random
 from dataclasses import dataclass
 
@@ -79,7 +80,7 @@ class UniformKeys:
 
 
 def _zeta(count: int, theta: float) -> float:
-    return sum(1.0 / (i**theta) for i in range(1, count + 1))
+    return math.fsum(1.0 / math.pow(i, theta) for i in range(1, count + 1))
 
 
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -118,7 +119,9 @@ class ZipfianKeys:
         self.zeta_n = cached
         zeta_2 = _zeta(2, theta)
         self.alpha = 1.0 / (1.0 - theta)
-        self.eta = (1 - (2.0 / keys) ** (1 - theta)) / (1 - zeta_2 / self.zeta_n) if keys > 1 else 0.0
+        self.eta = (
+            (1 - (2.0 / keys) ** (1 - theta)) / (1 - zeta_2 / self.zeta_n) if keys > 1 else 0.0
+        )
 
     def next_rank(self) -> int:
         """A rank in ``[0, keys)``, 0 the most popular."""

@@ -51,7 +51,9 @@ def bench(
     lag_fraction: Annotated[
         float, typer.Option(help="Fraction of writes whose replication lag is sampled (0: off)")
     ] = 0.01,
-    lag_rate: Annotated[float, typer.Option(help="At most this many lag samples per second")] = 20.0,
+    lag_rate: Annotated[
+        float, typer.Option(help="At most this many lag samples per second")
+    ] = 20.0,
     processes: Annotated[int, typer.Option(help="Generator processes")] = 1,
     cpus: Annotated[
         str, typer.Option(help="Pin generator processes to these CPUs, e.g. '0' or '0,1'")

@@ -65,9 +65,7 @@ SessionFileOption = Annotated[
         show_envvar=True,
     ),
 ]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document (for scripts).")
-]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
 TimeoutOption = Annotated[
     float,
     typer.Option("--timeout", min=0.1, help="Seconds to wait for one node's answer."),
@@ -143,7 +141,18 @@ class Output:
 
 
 NUMERIC_COLUMNS = frozenset(
-    {"id", "epoch", "keys", "live", "tombstones", "waiting", "forwarded", "ping ms", "uptime s"}
+    {
+        "id",
+        "epoch",
+        "keys",
+        "live",
+        "tombstones",
+        "waiting",
+        "forwarded",
+        "ping ms",
+        "uptime s",
+        "lamport",
+    }
 )
 
 
@@ -244,12 +253,17 @@ def session_client(
 
 
 def read_value(value: str | None) -> str:
-    """The value argument, or standard input for ``-`` or no argument."""
+    """The value argument, or standard input for ``-`` or no argument.
+
+    One trailing newline of standard input is dropped, as shell command
+    substitution does, so ``echo hello | causalkv put k`` stores ``hello``.
+    """
     if value is not None and value != "-":
         return value
     if sys.stdin.isatty():
         raise BadRequest("give a value, or pipe one in (use '-' to read standard input)")
-    return sys.stdin.read()
+    text = sys.stdin.read()
+    return text[:-1] if text.endswith("\n") else text
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -268,9 +282,10 @@ def get(
 ) -> None:
     """Print the value of KEY (exit status 1 if it has none)."""
     output = Output(json_output)
-    with reporting_errors(output), session_client(
-        nodes, session_file, timeout, client_token
-    ) as client:
+    with (
+        reporting_errors(output),
+        session_client(nodes, session_file, timeout, client_token) as client,
+    ):
         reading = client.fetch(key, siblings=siblings)
     sibling_rows = [
         {"value": sibling.value, "writer": sibling.writer, "lamport": sibling.lamport}
@@ -299,7 +314,7 @@ def get(
                 ]
                 for row in sibling_rows
             ],
-            title=f"{len(sibling_rows)} concurrent versions of {key!r}",
+            title=f"{len(sibling_rows)} version{'' if len(sibling_rows) == 1 else 's'} of {key!r}",
         )
     if not reading.found:
         output.note(f"causalkv: key not found: {key!r}", style="yellow")
@@ -309,7 +324,10 @@ def get(
 def put(
     key: Annotated[str, typer.Argument(help="The key to write.")],
     value: Annotated[
-        str | None, typer.Argument(help="The value; '-' or nothing reads standard input.")
+        str | None,
+        typer.Argument(
+            help="The value; '-' or nothing reads standard input (minus one final newline)."
+        ),
     ] = None,
     nodes: NodesOption = DEFAULT_NODES,
     session_file: SessionFileOption = Path(DEFAULT_SESSION_FILE),
@@ -340,9 +358,10 @@ def delete(
 ) -> None:
     """Delete KEY (exit status 1 if it had no value)."""
     output = Output(json_output)
-    with reporting_errors(output), session_client(
-        nodes, session_file, timeout, client_token
-    ) as client:
+    with (
+        reporting_errors(output),
+        session_client(nodes, session_file, timeout, client_token) as client,
+    ):
         deleted = client.delete(key)
     if output.json_mode:
         output.json({"key": key, "deleted": deleted})
@@ -366,9 +385,10 @@ def ls(
 ) -> None:
     """List keys and values of every shard (or of one), sorted by key."""
     output = Output(json_output)
-    with reporting_errors(output), session_client(
-        nodes, session_file, timeout, client_token
-    ) as client:
+    with (
+        reporting_errors(output),
+        session_client(nodes, session_file, timeout, client_token) as client,
+    ):
         listings = client.listings()
     if shard is not None:
         listings = [listing for listing in listings if listing.shard == shard]
@@ -397,11 +417,13 @@ def ls(
                 [key, shard_name] if keys_only else [key, shorten(value), shard_name]
                 for key, value, shard_name in rows
             ],
-            title=f"{len(rows)} keys ({counts})",
+            title=f"{len(rows)} key{'' if len(rows) == 1 else 's'} ({counts})",
         )
         return
     for key, value, _ in rows:
-        typer.echo(escape_field(key) if keys_only else f"{escape_field(key)}\t{escape_field(value)}")
+        typer.echo(
+            escape_field(key) if keys_only else f"{escape_field(key)}\t{escape_field(value)}"
+        )
 
 
 def register(app: typer.Typer) -> None:

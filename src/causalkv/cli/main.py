@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 @app.callback()
 def _root() -> None:
     """causalkv: a sharded, replicated, causally consistent key-value store."""
@@ -29,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "causalkv.cli.serve",
     "causalkv.cli.dev",
     "causalkv.cli.check_command",
+    "causalkv.cli.client_commands",
+    "causalkv.cli.view_commands",
 )
 
 

@@ -1,4 +1,4 @@
-"""`AsyncClient`: the asyncio client, a thin driver of the engine's programs over ``httpx.AsyncClient``."""
+"""`AsyncClient`: the asyncio client, a thin driver of the engine's programs over ``httpcore.AsyncConnectionPool``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import httpx
+import httpcore
 
 from causalkv.client.base import (
     MISSING,
+    TRANSPORT_ERRORS,
     ClientBase,
     failure_from,
     response_from,
+    timeouts_of,
     url_of,
     view_addresses,
 )
@@ -49,10 +51,10 @@ class AsyncClient(ClientBase):
     it started. Listings of several shards run concurrently.
     """
 
-    _http: httpx.AsyncClient
+    _http: httpcore.AsyncConnectionPool
 
     def _start_transport(self) -> None:
-        self._http = httpx.AsyncClient(**self._httpx_options())
+        self._http = httpcore.AsyncConnectionPool(**self._pool_options())
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -171,9 +173,13 @@ class AsyncClient(ClientBase):
             started = time.perf_counter()
             try:
                 response = await self._http.request(
-                    effect.method, url_of(effect), **self._request_arguments(effect)
+                    effect.method,
+                    url_of(effect),
+                    headers=self._headers(effect),
+                    content=effect.body,
+                    extensions=timeouts_of(effect, self._settings),
                 )
-            except httpx.TransportError as error:
+            except TRANSPORT_ERRORS as error:
                 return failure_from(error, effect)
             return response_from(response, time.perf_counter() - started)
         if isinstance(effect, Sleep):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import ssl
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
+import httpcore
 
 from causalkv import __version__
 from causalkv.client.engine import Engine
@@ -52,6 +51,8 @@ class ClientBase:
         self._session = Session.coerce(session)
         self._router = Router(self._seeds, self._settings, time.monotonic, rng)
         self._engine = Engine(self._router, self._session, self._settings)
+        self._data_headers = base_headers(self._settings.client_token)
+        self._admin_headers = base_headers(self._settings.cluster_secret)
         self._start_transport()
 
     def _start_transport(self) -> None:
@@ -76,62 +77,80 @@ class ClientBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seeds={list(self._seeds)!r}, session={self._session!r})"
 
-    # -- httpx plumbing shared by both transports --------------------------------------------------
+    # -- HTTP plumbing shared by both transports ---------------------------------------------------
 
-    def _httpx_options(self) -> dict[str, Any]:
+    def _pool_options(self) -> dict[str, Any]:
         settings = self._settings
         return {
-            "limits": httpx.Limits(
-                max_connections=settings.connections_max,
-                max_keepalive_connections=settings.keepalive_connections_max,
-            ),
-            "headers": {"content-type": "application/json", "user-agent": USER_AGENT},
-            # Cluster traffic goes straight to the nodes: no proxies or .netrc from the environment.
-            "trust_env": False,
-            # Nodes speak plain HTTP. A verifying context without CA certificates skips loading
-            # the system bundle (a tenth of a second per client) and would refuse any TLS peer.
-            "verify": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+            "max_connections": settings.connections_max,
+            "max_keepalive_connections": settings.keepalive_connections_max,
+            "keepalive_expiry": settings.keepalive_expiry_s,
         }
 
-    def _request_arguments(self, request: HttpRequest) -> dict[str, Any]:
-        settings = self._settings
-        token = settings.cluster_secret if request.admin else settings.client_token
-        arguments: dict[str, Any] = {
-            "timeout": httpx.Timeout(
-                request.timeout_s, connect=min(settings.connect_timeout_s, request.timeout_s)
-            ),
-        }
-        if request.body is not None:
-            arguments["content"] = request.body
-        if token is not None:
-            arguments["headers"] = {"authorization": f"Bearer {token}"}
-        return arguments
+    def _headers(self, request: HttpRequest) -> list[tuple[bytes, bytes]]:
+        if request.admin:
+            return self._admin_headers
+        return self._data_headers
 
 
-def url_of(request: HttpRequest) -> str:
+def base_headers(token: str | None) -> list[tuple[bytes, bytes]]:
+    """Headers of every request; ``Host`` and ``Content-Length`` are added by httpcore."""
+    headers = [(b"Content-Type", b"application/json"), (b"User-Agent", USER_AGENT.encode())]
+    if token is not None:
+        headers.append((b"Authorization", b"Bearer " + token.encode()))
+    return headers
+
+
+def url_of(request: HttpRequest) -> httpcore.URL:
     """The URL of a request (plain HTTP: nodes speak no TLS)."""
-    return f"http://{request.address}{request.path}"
+    host, _, port = request.address.rpartition(":")
+    return httpcore.URL(
+        scheme=b"http",
+        host=host.strip("[]").encode("idna"),
+        port=int(port),
+        target=request.path.encode("ascii"),
+    )
 
 
-def response_from(response: httpx.Response, elapsed_s: float) -> HttpResponse:
-    """Our transport-neutral response from an httpx one."""
-    retry_after = response.headers.get("retry-after")
+def timeouts_of(request: HttpRequest, settings: ClientSettings) -> dict[str, Any]:
+    """httpcore's per-request extensions: connect, read, write and pool timeouts."""
+    return {
+        "timeout": {
+            "connect": min(settings.connect_timeout_s, request.timeout_s),
+            "read": request.timeout_s,
+            "write": request.timeout_s,
+            "pool": request.timeout_s,
+        }
+    }
+
+
+def response_from(response: httpcore.Response, elapsed_s: float) -> HttpResponse:
+    """Our transport-neutral response from an httpcore one (body already read)."""
     retry_after_s: float | None = None
-    if retry_after is not None:
-        try:
-            retry_after_s = max(0.0, float(retry_after))
-        except ValueError:
-            retry_after_s = None
-    return HttpResponse(response.status_code, response.content, retry_after_s, elapsed_s)
+    for name, value in response.headers:
+        if name.lower() == b"retry-after":
+            try:
+                retry_after_s = max(0.0, float(value))
+            except ValueError:
+                retry_after_s = None
+    return HttpResponse(response.status, response.content, retry_after_s, elapsed_s)
 
 
-def failure_from(error: httpx.TransportError, request: HttpRequest) -> TransportFailure:
-    """Classify an httpx error: could the node have received the request?"""
-    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+# What a transport error means for the request: could the node have received it?
+TRANSPORT_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.RemoteProtocolError,
+)
+
+
+def failure_from(error: Exception, request: HttpRequest) -> TransportFailure:
+    """Classify an httpcore error: could the node have received the request?"""
+    if isinstance(error, httpcore.ConnectError | httpcore.ConnectTimeout):
         return TransportFailure(f"cannot connect: {error or type(error).__name__}", False)
-    if isinstance(error, httpx.PoolTimeout):
+    if isinstance(error, httpcore.PoolTimeout):
         return TransportFailure("no free connection in the client's pool", False)
-    if isinstance(error, httpx.TimeoutException):
+    if isinstance(error, httpcore.TimeoutException):
         return TransportFailure(f"no answer within {request.timeout_s:g} s", True)
     return TransportFailure(f"{type(error).__name__}: {error}"[:300], True)
 

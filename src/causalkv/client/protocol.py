@@ -11,10 +11,10 @@ failover, retries, view refreshes, session merging, error mapping. They never
 touch a socket, a clock or a thread.
 
 A driver runs a program: the blocking `Client` performs each effect with a
-pooled ``httpx.Client`` and ``time.sleep``; the `AsyncClient` with an
-``httpx.AsyncClient`` and ``asyncio.sleep``, and runs a `Gather`'s programs
-concurrently. Both drivers are a dozen lines (see `run_blocking` and
-`run_async` in the transport modules), so the two clients cannot drift apart.
+pooled ``httpcore.ConnectionPool`` and ``time.sleep``; the `AsyncClient` with an
+``httpcore.AsyncConnectionPool`` and ``asyncio.sleep``, and runs a `Gather`'s programs
+concurrently. Both drivers are a dozen lines (`Client._run` and
+`AsyncClient._run`), so the two clients cannot drift apart.
 """
 
 from __future__ import annotations

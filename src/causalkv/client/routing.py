@@ -88,6 +88,7 @@ class Router:
         """Number of views installed so far; lets concurrent operations skip duplicate refreshes."""
         self._learned_at_s = float("-inf")
         self._epoch_known = 0
+        self._epoch_calibrated = False
         self._stale = False
         self._down_until_s: dict[str, float] = {}
         self._preferred: dict[str, str] = {}
@@ -114,6 +115,9 @@ class Router:
             self.generation += 1
             self._learned_at_s = self._clock()
             self._epoch_known = max(self._epoch_known, epoch_evidence)
+            # GET /view does not say its epoch; without evidence, the first response's
+            # epoch is taken as the view's own instead of as a sign of a newer view.
+            self._epoch_calibrated = self._epoch_known > 0
             self._stale = False
 
     def refresh_failed(self) -> None:
@@ -132,8 +136,9 @@ class Router:
             with self._lock:
                 if epoch > self._epoch_known:
                     self._epoch_known = epoch
-                    if self.view is not None:
+                    if self.view is not None and self._epoch_calibrated:
                         self._stale = True
+                    self._epoch_calibrated = True
 
     def view_candidates(self) -> list[str]:
         """Nodes to ask for the view, most promising first, bounded in number."""

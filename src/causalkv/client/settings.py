@@ -40,6 +40,9 @@ class ClientSettings:
     """Open connections in the pool, over all nodes."""
     keepalive_connections_max: int = 32
     """Idle connections kept alive for reuse."""
+    keepalive_expiry_s: float = 4.0
+    """Idle connections are dropped after this long: before the nodes' own keep-alive
+    timeout (5 s), so that a request is not sent on a connection the node is closing."""
     client_token: str | None = None
     """Bearer token sent with data requests (if the nodes require one)."""
     cluster_secret: str | None = None

@@ -1,4 +1,4 @@
-"""`Client`: the blocking client, a thin driver of the engine's programs over ``httpx.Client``."""
+"""`Client`: the blocking client, a thin driver of the engine's programs over ``httpcore.ConnectionPool``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import httpx
+import httpcore
 
 from causalkv.client.base import (
     MISSING,
+    TRANSPORT_ERRORS,
     ClientBase,
     failure_from,
     response_from,
+    timeouts_of,
     url_of,
     view_addresses,
 )
@@ -51,10 +53,10 @@ class Client(ClientBase):
     and ``retries`` override the matching `ClientSettings` fields.
     """
 
-    _http: httpx.Client
+    _http: httpcore.ConnectionPool
 
     def _start_transport(self) -> None:
-        self._http = httpx.Client(**self._httpx_options())
+        self._http = httpcore.ConnectionPool(**self._pool_options())
 
     # -- keys -----------------------------------------------------------------------------------
 
@@ -189,9 +191,13 @@ class Client(ClientBase):
             started = time.perf_counter()
             try:
                 response = self._http.request(
-                    effect.method, url_of(effect), **self._request_arguments(effect)
+                    effect.method,
+                    url_of(effect),
+                    headers=self._headers(effect),
+                    content=effect.body,
+                    extensions=timeouts_of(effect, self._settings),
                 )
-            except httpx.TransportError as error:
+            except TRANSPORT_ERRORS as error:
                 return failure_from(error, effect)
             return response_from(response, time.perf_counter() - started)
         if isinstance(effect, Sleep):

@@ -118,6 +118,8 @@ class KeyStore:
         """Keys whose visible version is not a tombstone."""
         self.tombstone_keys: set[str] = set()
         """Keys whose every version is a tombstone: candidates for collection."""
+        self.value_bytes = 0
+        """Characters of keys and values held (all versions), kept as a running total."""
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -180,6 +182,7 @@ class KeyStore:
         entry = self._entries.get(key)
         if entry is None:
             self._entries[key] = (version,)
+            self.value_bytes += _size(key, version)
             self._log_add(version, key)
             if version.is_tombstone:
                 self.tombstone_keys.add(key)
@@ -201,6 +204,7 @@ class KeyStore:
         kept.append(version)
         new_entry = tuple(kept)
         self._entries[key] = new_entry
+        self.value_bytes += _size(key, version) - sum(_size(key, old) for old in superseded)
         self._log_add(version, key)
         for old in superseded:
             self._log_remove(old)
@@ -213,6 +217,7 @@ class KeyStore:
         entry = self._entries.pop(key, None)
         if entry is not None:
             for version in entry:
+                self.value_bytes -= _size(key, version)
                 self._log_remove(version)
             if not winner_of(entry).is_tombstone:
                 self.live_keys -= 1
@@ -224,6 +229,7 @@ class KeyStore:
         self._entries.clear()
         self._logs.clear()
         self.live_keys = 0
+        self.value_bytes = 0
         self.tombstone_keys.clear()
 
     def restore(self, key: str, entry: Entry) -> None:
@@ -241,11 +247,13 @@ class KeyStore:
         pending: dict[Writer, list[tuple[int, str]]] = {}
         lamport = self.lamport
         live = 0
+        size = 0
         tombstones = self.tombstone_keys
         for key, entry in items:
             entries[key] = entry
             if len(entry) == 1:
                 version = entry[0]
+                size += len(key) + (0 if version.value is None else len(version.value))
                 bucket = pending.get(version.writer)
                 if bucket is None:
                     bucket = pending[version.writer] = []
@@ -258,6 +266,7 @@ class KeyStore:
                     live += 1
                 continue
             for version in entry:
+                size += _size(key, version)
                 bucket = pending.get(version.writer)
                 if bucket is None:
                     bucket = pending[version.writer] = []
@@ -269,6 +278,7 @@ class KeyStore:
             self._track_tombstones(key, entry)
         self.lamport = lamport
         self.live_keys += live
+        self.value_bytes += size
         for writer, bucket in pending.items():
             log = self._logs.get(writer)
             if log is None:
@@ -314,6 +324,10 @@ class KeyStore:
             log.seqs, log.keys, log.dead = seqs, keys, 0
         else:
             del self._logs[writer]
+
+
+def _size(key: str, version: Version) -> int:
+    return len(key) + (0 if version.value is None else len(version.value))
 
 
 def clock_of_entry(entry: Entry) -> Clock:

@@ -101,6 +101,8 @@ class NodeRuntime:
         self.failure: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
         self.on_view_change: Callable[[int], None] | None = None
+        self.on_causal_wait: Callable[[float, bool], None] | None = None
+        """Called with (seconds waited, timed out) for every request that waited."""
         self._futures: dict[int, asyncio.Future[OperationResult]] = {}
         self._next_request_id = 1
         self._durable_id = 0
@@ -230,8 +232,16 @@ class NodeRuntime:
             request = ClientRequest(
                 request_id, operation, key, token, value, forwarded, with_siblings
             )
+            waits_before = self.replica.counters.causal_waits
             self._step(lambda r=request: self.replica.submit(self._now(), r))  # type: ignore[misc]
-            result = await future
+            if self.replica.counters.causal_waits == waits_before or self.on_causal_wait is None:
+                result = await future
+            else:
+                waited_from = time.perf_counter()
+                result = await future
+                self.on_causal_wait(
+                    time.perf_counter() - waited_from, result.kind is ResultKind.DEPENDENCY_TIMEOUT
+                )
             if result.kind is not ResultKind.FORWARD:
                 return result
             result = await self._forward(result.forward_to, request, deadline_s)

@@ -37,7 +37,9 @@ class Invariants:
 
     # -- dots --------------------------------------------------------------------------------------
 
-    def _register(self, where: str, key: str, writer: Writer, seq: int, lamport: int, value: str | None) -> None:
+    def _register(
+        self, where: str, key: str, writer: Writer, seq: int, lamport: int, value: str | None
+    ) -> None:
         dot = (writer, seq)
         identity = (key, value, lamport)
         seen = self._dots.get(dot)

@@ -62,7 +62,7 @@ class Timer:
 
     __slots__ = ("callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: Callable[[], object]) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
@@ -83,17 +83,17 @@ class EventLoop:
 
     # -- scheduling ------------------------------------------------------------------------------
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
         when = max(when, self.now)
         timer = Timer(when, callback)
         self._sequence += 1
         heapq.heappush(self._heap, (when, self._sequence, timer))
         return timer
 
-    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+    def call_later(self, delay_s: float, callback: Callable[[], object]) -> Timer:
         return self.call_at(self.now + max(0.0, delay_s), callback)
 
-    def call_soon(self, callback: Callable[[], None]) -> Timer:
+    def call_soon(self, callback: Callable[[], object]) -> Timer:
         return self.call_at(self.now, callback)
 
     def create_future(self) -> SimFuture[Any]:
@@ -271,10 +271,9 @@ class Process:
         """Start a task owned by this process. Errors other than ``ProcessKilled``
         that nobody handles go to ``on_task_error``."""
         if not self.alive:
-            coroutine.close()
-            task: Task[T] = Task(self.loop, _dead(), None, name)
-            task.cancel()
-            return task
+            dead: Task[T] = Task(self.loop, coroutine, None, name)
+            dead.cancel()
+            return dead
         task = Task(self.loop, coroutine, self, name or self.name)
         self._next_task_id += 1
         task.task_id = self._next_task_id
@@ -300,10 +299,6 @@ class Process:
         self._tasks.clear()
         for task in tasks:
             task.cancel()
-
-
-async def _dead() -> None:
-    return None
 
 
 def wait_for(loop: EventLoop, future: SimFuture[T], timeout_s: float) -> SimFuture[T]:

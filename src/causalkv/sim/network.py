@@ -135,7 +135,9 @@ class Network:
     def latency(self) -> float:
         profile = self.profile
         rng = self.rng
-        delay = profile.latency_min_s + (profile.latency_max_s - profile.latency_min_s) * rng.random()
+        delay = (
+            profile.latency_min_s + (profile.latency_max_s - profile.latency_min_s) * rng.random()
+        )
         if profile.slow_probability and rng.random() < profile.slow_probability:
             delay *= 1.0 + (profile.slow_factor_max - 1.0) * rng.random()
         return delay

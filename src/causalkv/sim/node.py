@@ -34,10 +34,17 @@ import msgspec
 from causalkv.core.base import ReplicaSettings
 from causalkv.core.effects import Output, PersistBatch
 from causalkv.core.messages import (
+    Commit,
+    CommitAck,
     Envelope,
+    NewerView,
     PeerMessage,
+    Prepare,
+    Prepared,
     Push,
+    Superseded,
     SyncDelta,
+    TransferAck,
     TransferChunk,
 )
 from causalkv.core.replica import Replica
@@ -127,8 +134,20 @@ class _Channel:
 
 def describe_message(message: PeerMessage) -> str:
     name = type(message).__name__
-    if isinstance(message, Push | SyncDelta | TransferChunk):
+    if isinstance(message, Push | SyncDelta):
         return f"{name}({len(message.versions)})"
+    if isinstance(message, TransferChunk):
+        return f"{name}(e{message.epoch}.{message.digest[:2].hex()}#{message.generation},{len(message.versions)})"
+    if isinstance(message, Prepare | Commit | NewerView):
+        view = message.view if isinstance(message, NewerView) else message.proposal
+        return f"{name}(e{view.epoch})"
+    if isinstance(message, Superseded):
+        return (
+            f"{name}(e{message.epoch}<e{message.winner.epoch}"
+            f"{'c' if message.winner_committed else ''})"
+        )
+    if isinstance(message, Prepared | CommitAck | TransferAck):
+        return f"{name}(e{message.epoch})"
     return name
 
 
@@ -254,6 +273,8 @@ class SimNode:
         self._held: dict[int, list[Callable[[], None]]] = {}
         self._forward_cursor = 0
         self._list_scopes: dict[int, tuple[str, ...]] = {}
+        self.active_requests = 0
+        """Client operations (local or forwarded here) not answered yet."""
 
     # -- accessors ---------------------------------------------------------------------------------
 
@@ -469,6 +490,21 @@ class SimNode:
         with_siblings: bool = False,
     ) -> Answer:
         """Run a client operation here, or on a replica of the key's shard."""
+        self.active_requests += 1
+        try:
+            return await self._execute(operation, key, token, value, forwarded, with_siblings)
+        finally:
+            self.active_requests -= 1
+
+    async def _execute(
+        self,
+        operation: Operation,
+        key: str | None,
+        token: Token,
+        value: str | None,
+        forwarded: bool,
+        with_siblings: bool,
+    ) -> Answer:
         deadline_s = self.now() + self.settings.causal_wait_s
         while True:
             request_id, future = self._new_request()
@@ -518,7 +554,9 @@ class SimNode:
                 remaining_s = deadline_s - self.now()
                 if remaining_s <= 0:
                     return OperationResult(ResultKind.DEPENDENCY_TIMEOUT)
-                self.trace.record(self.address, f"forward {request.operation.value} {request.key} -> {address}")
+                self.trace.record(
+                    self.address, f"forward {request.operation.value} {request.key} -> {address}"
+                )
                 try:
                     reply_body = await self.network.call(
                         self.address,
@@ -616,7 +654,8 @@ class SimNode:
             operation, call.key, token, call.value, forwarded=True, with_siblings=call.with_siblings
         )
         self.trace.record(
-            self.address, f"served forwarded {call.operation} {call.key}: {answer.result.kind.value}"
+            self.address,
+            f"served forwarded {call.operation} {call.key}: {answer.result.kind.value}",
         )
         return 200, encoder.encode(reply_from_result(answer.result))
 

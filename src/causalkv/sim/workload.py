@@ -118,6 +118,8 @@ class Client:
         self.puts = 0
         self.node = rng.choice(self.nodes)
         self.busy = False
+        self.move = False
+        """Pick another node next time (the last one refused or could not serve)."""
 
     async def run(self, until_s: float, stopping: Callable[[], bool]) -> None:
         rng = self.rng
@@ -130,8 +132,9 @@ class Client:
     async def operation(self) -> None:
         rng = self.rng
         f: Function = rng.choices(("get", "put", "delete", "list"), self.profile.weights)[0]
-        if rng.random() >= self.profile.stickiness:
+        if self.move or rng.random() >= self.profile.stickiness:
             self.node = rng.choice(self.nodes)
+        self.move = False
         node = self.node
         key = None if f == "list" else rng.choice(self.keyspace)
         value: str | None = None
@@ -139,7 +142,9 @@ class Client:
             self.puts += 1
             value = f"{self.name}-{self.puts}"
         self.busy = True
-        invocation = self.recorder.invoke(self.name, f, key, value, node.address, time_s=self.loop.now)
+        invocation = self.recorder.invoke(
+            self.name, f, key, value, node.address, time_s=self.loop.now
+        )
         self.statistics.invoked += 1
         what = f"{f} {key}" if key is not None else f
         if value is not None:
@@ -167,6 +172,8 @@ class Client:
         self._record(f, what, invocation, reply)
 
     def _complete(self, outcome: str, detail: str) -> None:
+        if outcome != "ok":
+            self.move = True
         self.trace.record(self.name, f"{outcome} {detail}")
         if outcome == "ok":
             self.statistics.ok += 1
