@@ -34,8 +34,8 @@ from causalkv.api.http import (
     send_json,
     send_response,
 )
-from causalkv.core.view import View
 from causalkv.api.observability import install as install_observability
+from causalkv.core.view import View
 from causalkv.runtime import logs
 from causalkv.runtime.node import NodeFailed, NodeRuntime
 from causalkv.runtime.peer_protocol import PEER_CONTENT_TYPE, PEER_PATH

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from causalkv.api.http import Send, send_json
-from causalkv.api.sharded import reason_header
 from causalkv.api.requests_parsing import (
     BadInput,
     ValueTooLarge,
@@ -14,6 +13,7 @@ from causalkv.api.requests_parsing import (
     parse_token,
     parse_value,
 )
+from causalkv.api.sharded import reason_header
 from causalkv.core.requests import Operation, OperationResult, ResultKind
 from causalkv.core.token import encode_token
 from causalkv.core.view import View, ViewError, parse_flat_view
