@@ -10,6 +10,7 @@ most one persist batch. See ``replica.py`` for the theory of operation.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from causalkv.core.clock import Clock
@@ -304,10 +305,10 @@ class ReplicaBase:
                 status = TokenStatus.UNMET
         return status
 
-    def _dependencies_applied(self, deps: Clock) -> bool:
+    def _dependencies_applied(self, deps: Iterable[tuple[Writer, int]]) -> bool:
         """Whether a version's shard-relevant dependencies are all applied here."""
         known = self.known
-        for writer, seq in deps.items():
+        for writer, seq in deps:
             if known.get(writer, 0) >= seq:
                 continue
             if self._scope(writer) is not Scope.OTHER:

@@ -93,8 +93,7 @@ class ClientOperationsMixin(ReplicaBase):
             self._complete(request.request_id, OperationResult(ResultKind.NOT_FOUND, token=token))
             return
         winner = winner_of(entry)
-        token.absorb(winner.deps)
-        token.absorb({winner.writer: winner.seq})
+        token.absorb(winner.clock())
         siblings = []
         if request.with_siblings:
             siblings = [
@@ -117,8 +116,7 @@ class ClientOperationsMixin(ReplicaBase):
         created = winner is None or winner.is_tombstone
         if request.operation is Operation.DELETE and created:
             if winner is not None:
-                token.absorb(winner.deps)
-                token.absorb({winner.writer: winner.seq})
+                token.absorb(winner.clock())
             self._complete(
                 request.request_id,
                 OperationResult(ResultKind.NOT_FOUND, token=token),
@@ -131,7 +129,7 @@ class ClientOperationsMixin(ReplicaBase):
             # The write supersedes what this replica holds for the key, and so
             # everything those versions followed: clocks stay transitively closed.
             for sibling in entry:
-                for dep_writer, dep_seq in sibling.deps.items():
+                for dep_writer, dep_seq in sibling.dep_items():
                     if deps.get(dep_writer, 0) < dep_seq:
                         deps[dep_writer] = dep_seq
                 if deps.get(sibling.writer, 0) < sibling.seq:
@@ -165,8 +163,7 @@ class ClientOperationsMixin(ReplicaBase):
             if check_owner and view.shard_index_for_key(key) != self.shard_index:
                 continue
             winner = winner_of(entry)
-            token.absorb(winner.deps)
-            token.absorb({winner.writer: winner.seq})
+            token.absorb(winner.clock())
             if winner.value is not None:
                 items[key] = winner.value
         result = OperationResult(ResultKind.OK, token=token, items=items)

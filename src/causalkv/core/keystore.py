@@ -27,21 +27,47 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from causalkv.core.clock import Clock, ClockView
-from causalkv.core.writer import Writer
+from causalkv.core.writer import WRITER_BYTES, Writer, intern_writer
+
+_SEQ_BYTES = 8
+_RECORD_BYTES = WRITER_BYTES + _SEQ_BYTES
+
+
+def pack_deps(deps: ClockView) -> bytes:
+    """Dependencies as packed records (14-byte writer, 8-byte sequence), sorted."""
+    return b"".join(
+        writer + seq.to_bytes(_SEQ_BYTES, "big") for writer, seq in sorted(deps.items())
+    )
 
 
 class Version:
-    """One write of one key. Immutable by convention (``__slots__`` for memory)."""
+    """One write of one key. Immutable by convention (``__slots__`` for memory).
+
+    ``deps`` is kept packed in one ``bytes`` (22 bytes per writer) rather than a
+    dict: a one-entry dict with its int costs over 200 bytes, the packed form 55,
+    and a store holds a million of them. Read it with ``dep`` and ``dep_items``.
+    """
 
     __slots__ = ("deps", "lamport", "seq", "value", "writer")
 
     def __init__(
-        self, writer: Writer, seq: int, lamport: int, deps: Clock, value: str | None
+        self,
+        writer: Writer,
+        seq: int,
+        lamport: int,
+        deps: ClockView | bytes,
+        value: str | None,
     ) -> None:
         self.writer = writer
         self.seq = seq
-        self.lamport = lamport
-        self.deps = deps
+        # Equal numbers share one int object: 28 bytes per version at a million keys.
+        self.lamport = seq if lamport == seq else lamport
+        if isinstance(deps, bytes):
+            if len(deps) % _RECORD_BYTES:
+                raise ValueError("packed dependencies have a partial record")
+            self.deps = deps
+        else:
+            self.deps = pack_deps(deps) if deps else b""
         self.value = value
 
     @property
@@ -52,15 +78,38 @@ class Version:
         """The deterministic tie-break among concurrent versions: higher wins."""
         return (self.lamport, self.writer)
 
+    def dep(self, writer: Writer) -> int:
+        """The sequence number of ``writer`` this version depends on (0 if none)."""
+        deps = self.deps
+        start = 0
+        while True:
+            index = deps.find(writer, start)
+            if index < 0:
+                return 0
+            if index % _RECORD_BYTES == 0:
+                return int.from_bytes(deps[index + WRITER_BYTES : index + _RECORD_BYTES], "big")
+            start = index + 1
+
+    def dep_items(self) -> Iterator[tuple[Writer, int]]:
+        deps = self.deps
+        for index in range(0, len(deps), _RECORD_BYTES):
+            yield (
+                intern_writer(deps[index : index + WRITER_BYTES]),
+                int.from_bytes(deps[index + WRITER_BYTES : index + _RECORD_BYTES], "big"),
+            )
+
+    def deps_clock(self) -> Clock:
+        return dict(self.dep_items())
+
     def precedes(self, other: Version) -> bool:
         """True when ``other`` causally follows this version."""
         if other.writer == self.writer:
             return other.seq > self.seq
-        return other.deps.get(self.writer, 0) >= self.seq
+        return other.dep(self.writer) >= self.seq
 
     def clock(self) -> Clock:
         """``deps`` plus the version's own dot: what a reader of it depends on."""
-        clock = dict(self.deps)
+        clock = dict(self.dep_items())
         if clock.get(self.writer, 0) < self.seq:
             clock[self.writer] = self.seq
         return clock
@@ -70,6 +119,16 @@ class Version:
 
 
 Entry = tuple[Version, ...]
+_Stored = Version | tuple[Version, ...]
+"""How the store holds a key: a lone version directly (no tuple), siblings as a tuple."""
+
+
+def _as_entry(stored: _Stored) -> Entry:
+    return (stored,) if type(stored) is Version else stored  # type: ignore[return-value]
+
+
+def _stored(entry: Entry) -> _Stored:
+    return entry[0] if len(entry) == 1 else entry
 
 
 def winner_of(entry: Entry) -> Version:
@@ -111,7 +170,7 @@ class KeyStore:
     """All versions a replica holds, indexed by key and by writer."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, _Stored] = {}
         self._logs: dict[Writer, _WriterLog] = {}
         self.lamport = 0
         self.live_keys = 0
@@ -133,20 +192,24 @@ class KeyStore:
         return key in self._entries
 
     def entry(self, key: str) -> Entry | None:
-        return self._entries.get(key)
+        stored = self._entries.get(key)
+        return None if stored is None else _as_entry(stored)
 
     def winner(self, key: str) -> Version | None:
-        entry = self._entries.get(key)
-        return None if entry is None else winner_of(entry)
+        stored = self._entries.get(key)
+        if stored is None:
+            return None
+        return stored if type(stored) is Version else winner_of(stored)  # type: ignore[arg-type]
 
     def keys(self) -> Iterator[str]:
         return iter(self._entries)
 
     def items(self) -> Iterator[tuple[str, Entry]]:
-        return iter(self._entries.items())
+        for key, stored in self._entries.items():
+            yield key, (stored,) if type(stored) is Version else stored  # type: ignore[misc]
 
     def has_dot(self, key: str, writer: Writer, seq: int) -> bool:
-        entry = self._entries.get(key)
+        entry = self.entry(key)
         return entry is not None and any(v.writer == writer and v.seq == seq for v in entry)
 
     def versions_after(
@@ -162,7 +225,7 @@ class KeyStore:
             if seq > upto_seq:
                 break
             key = log.keys[slot]
-            entry = self._entries.get(key)
+            entry = self.entry(key)
             if entry is None:
                 continue
             for version in entry:
@@ -179,9 +242,9 @@ class KeyStore:
         """Merge a version into the key's sibling set."""
         if version.lamport > self.lamport:
             self.lamport = version.lamport
-        entry = self._entries.get(key)
+        entry = self.entry(key)
         if entry is None:
-            self._entries[key] = (version,)
+            self._entries[key] = version
             self.value_bytes += _size(key, version)
             self._log_add(version, key)
             if version.is_tombstone:
@@ -203,7 +266,7 @@ class KeyStore:
         was_live = not winner_of(entry).is_tombstone
         kept.append(version)
         new_entry = tuple(kept)
-        self._entries[key] = new_entry
+        self._entries[key] = _stored(new_entry)
         self.value_bytes += _size(key, version) - sum(_size(key, old) for old in superseded)
         self._log_add(version, key)
         for old in superseded:
@@ -214,7 +277,8 @@ class KeyStore:
 
     def remove(self, key: str) -> Entry | None:
         """Forget a key entirely (tombstone collection, or a key that moved away)."""
-        entry = self._entries.pop(key, None)
+        stored = self._entries.pop(key, None)
+        entry = None if stored is None else _as_entry(stored)
         if entry is not None:
             for version in entry:
                 self.value_bytes -= _size(key, version)
@@ -250,9 +314,9 @@ class KeyStore:
         size = 0
         tombstones = self.tombstone_keys
         for key, entry in items:
-            entries[key] = entry
             if len(entry) == 1:
                 version = entry[0]
+                entries[key] = version
                 size += len(key) + (0 if version.value is None else len(version.value))
                 bucket = pending.get(version.writer)
                 if bucket is None:
@@ -273,6 +337,7 @@ class KeyStore:
                 bucket.append((version.seq, key))
                 if version.lamport > lamport:
                     lamport = version.lamport
+            entries[key] = entry
             if winner_of(entry).value is not None:
                 live += 1
             self._track_tombstones(key, entry)
@@ -316,7 +381,7 @@ class KeyStore:
         seqs: list[int] = []
         keys: list[str] = []
         for seq, key in zip(log.seqs, log.keys, strict=True):
-            entry = self._entries.get(key)
+            entry = self.entry(key)
             if entry is not None and any(v.writer == writer and v.seq == seq for v in entry):
                 seqs.append(seq)
                 keys.append(key)
@@ -334,7 +399,7 @@ def clock_of_entry(entry: Entry) -> Clock:
     """The merged clock of every sibling of a key."""
     clock: Clock = {}
     for version in entry:
-        for writer, seq in version.deps.items():
+        for writer, seq in version.dep_items():
             if seq > clock.get(writer, 0):
                 clock[writer] = seq
         if version.seq > clock.get(version.writer, 0):

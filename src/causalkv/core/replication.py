@@ -148,7 +148,7 @@ class ReplicationMixin(ReplicaBase):
                     if item is None:
                         break
                     key, version = item
-                    if not self._dependencies_applied(version.deps):
+                    if not self._dependencies_applied(version.dep_items()):
                         break
                     del queue[next_seq]
                     self._pending_count -= 1
@@ -332,7 +332,7 @@ class ReplicationMixin(ReplicaBase):
         for clock in clocks:
             if clock.get(version.writer, 0) < version.seq:
                 return False
-            for writer, seq in version.deps.items():
+            for writer, seq in version.dep_items():
                 if clock.get(writer, 0) < seq and self._scope(writer) in (Scope.LOCAL, Scope.OLD):
                     return False
         return True

@@ -58,7 +58,7 @@ def version_to_wire(key: str, version: Version) -> WireVersion:
         version.writer,
         version.seq,
         version.lamport,
-        pairs_from_clock(version.deps),
+        list(version.dep_items()),
         version.value,
     )
 

@@ -36,8 +36,8 @@ from causalkv.core.keystore import Entry, Version
 from causalkv.core.writer import _interned as _interned_writers
 from causalkv.core.writer import intern_writer
 
-STORAGE_FORMAT_VERSION = 1
-_EncodedVersion = tuple[bytes, int, int, list[tuple[bytes, int]], str | None]
+STORAGE_FORMAT_VERSION = 2
+_EncodedVersion = tuple[bytes, int, int, bytes, str | None]
 _entry_decoder = msgspec.msgpack.Decoder(list[_EncodedVersion])
 _meta_decoder = msgspec.msgpack.Decoder(DurableMeta)
 _encoder = msgspec.msgpack.Encoder()
@@ -50,33 +50,14 @@ class StorageError(RuntimeError):
 
 
 def encode_entry(entry: Entry) -> bytes:
-    return _encoder.encode(
-        [(v.writer, v.seq, v.lamport, list(v.deps.items()), v.value) for v in entry]
-    )
+    return _encoder.encode([(v.writer, v.seq, v.lamport, v.deps, v.value) for v in entry])
 
 
 def decode_entry(data: bytes) -> Entry:
-    decoded = _entry_decoder.decode(data)
-    if len(decoded) == 1:
-        writer, seq, lamport, deps, value = decoded[0]
-        return (
-            Version(
-                _interned_writers.get(writer) or intern_writer(writer),
-                seq,
-                lamport,
-                {intern_writer(w): s for w, s in deps} if deps else {},
-                value,
-            ),
-        )
+    """Versions are stored with their dependencies already packed (``Version.deps``)."""
     return tuple(
-        Version(
-            intern_writer(writer),
-            seq,
-            lamport,
-            {intern_writer(w): s for w, s in deps},
-            value,
-        )
-        for writer, seq, lamport, deps, value in decoded
+        Version(_interned_writers.get(writer) or intern_writer(writer), seq, lamport, deps, value)
+        for writer, seq, lamport, deps, value in _entry_decoder.decode(data)
     )
 
 
