@@ -258,7 +258,7 @@ def test_forwarding_when_owning_shard_is_partly_or_wholly_unreachable(
     record = blocked.result(1.0)
     assert_dependency_timeout(record, SHORT_WAIT_S)
     assert record.outcome == "info"
-    assert len(ping_times) >= 5 and max(ping_times) < 0.5, ping_times
+    assert len(ping_times) >= 5 and max(ping_times) < 1.0, ping_times
     assert local_ok >= 5
     print(f"/ping while a forward was blocked: max {max(ping_times) * 1000:.1f} ms")
     read = client.get(keys[1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -59,12 +60,19 @@ class _Connection:
             self.writer.close()
 
 
+# Unacknowledged data older than this closes a peer connection (TCP_USER_TIMEOUT):
+# during a partition a request fails in seconds instead of waiting out TCP's
+# backed-off retransmissions, so messages queued behind it are not stuck.
+_UNACKNOWLEDGED_DATA_TIMEOUT_MS = 2000
+
+
 @dataclass
 class HttpClientPool:
     """Keep-alive connections to many peers, at most ``idle_per_host`` idle per peer."""
 
-    connect_timeout_s: float = 1.0
-    idle_per_host: int = 8
+    connect_timeout_s: float = 0.5
+    """Below the kernel's 1 s SYN retransmission, so a lost SYN is retried by a fresh attempt."""
+    idle_per_host: int = 64
     response_bytes_max: int = 256 * 1024 * 1024
     ssl_context: ssl.SSLContext | None = None
     _idle: dict[str, list[_Connection]] = field(default_factory=dict)
@@ -79,6 +87,10 @@ class HttpClientPool:
             )
         except (OSError, TimeoutError, ValueError) as error:
             raise PeerUnavailable(f"cannot connect to {address}: {error!r}") from error
+        sock = writer.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _UNACKNOWLEDGED_DATA_TIMEOUT_MS)
         return _Connection(reader, writer)
 
     async def request(

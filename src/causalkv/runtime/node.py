@@ -264,13 +264,19 @@ class NodeRuntime:
             self._epoch(),
         )
         health = self.transport.health
-        ordered = sorted(
-            candidates,
-            key=lambda address: health[address].consecutive_failures if address in health else 0,
-        )
+        now_s = time.monotonic()
+
+        def recently_failed(address: str) -> int:
+            # Failures fade after a few seconds, so a recovered replica is tried again.
+            peer = health.get(address)
+            if peer is None or now_s - peer.last_failure_s > 3.0:
+                return 0
+            return peer.consecutive_failures
+
+        ordered = sorted(candidates, key=recently_failed)
         if ordered:
             self._forward_cursor += 1
-            healthy = [a for a in ordered if a not in health or health[a].consecutive_failures == 0]
+            healthy = [a for a in ordered if recently_failed(a) == 0]
             if len(healthy) > 1:
                 start = self._forward_cursor % len(healthy)
                 healthy = healthy[start:] + healthy[:start]

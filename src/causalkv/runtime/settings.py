@@ -53,8 +53,8 @@ class NodeSettings:
     peer_body_bytes_max: int = 64 * 1024 * 1024
     peer_messages_per_envelope_max: int = 100_000
     concurrent_requests_max: int = 1024
-    peer_connect_timeout_s: float = 1.0
-    peer_send_timeout_s: float = 10.0
+    peer_connect_timeout_s: float = 0.5
+    peer_send_timeout_s: float = 1.0
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
 
     @property

@@ -76,7 +76,7 @@ class PeerTransport:
         secret: str | None,
         envelope_bytes_max: int = 16 * 1024 * 1024,
         queue_bytes_max: int = 256 * 1024 * 1024,
-        send_timeout_s: float = 10.0,
+        send_timeout_s: float = 1.0,
     ) -> None:
         self.pool = pool
         self._sender_address = sender_address
@@ -138,9 +138,12 @@ class PeerTransport:
             )
             body = encoder.encode(call)
             health = self._health(destination)
+            # Small envelopes must not sit on a dead connection; big hand-off chunks
+            # take longer to send and to apply at the receiver.
+            timeout_s = self._send_timeout_s + len(body) / 2_000_000
             try:
                 response = await self.pool.request(
-                    destination, "POST", PEER_PATH, body, self._headers, self._send_timeout_s
+                    destination, "POST", PEER_PATH, body, self._headers, timeout_s
                 )
                 if response.status >= 300:
                     raise PeerUnavailable(f"{destination} answered {response.status}")
@@ -150,7 +153,7 @@ class PeerTransport:
                 health.messages_dropped += len(batch)
                 log.debug("dropped %d messages to %s: %s", len(batch), destination, error)
                 await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 1.0)
+                backoff_s = min(backoff_s * 2, 0.25)
                 continue
             backoff_s = 0.05
             health.last_success_s = time.monotonic()
@@ -160,16 +163,29 @@ class PeerTransport:
             health.bytes_sent += len(body)
 
     async def forward(self, destination: str, call: ForwardCall, timeout_s: float) -> ForwardReply:
-        """Run a client operation on a peer; raises PeerUnavailable."""
-        response = await self.pool.request(
-            destination, "POST", PEER_PATH, encoder.encode(call), self._headers, timeout_s
-        )
-        if response.status != 200:
-            raise PeerUnavailable(f"{destination} answered {response.status} to a forward")
+        """Run a client operation on a peer; raises PeerUnavailable.
+
+        Outcomes feed the peer's health, so later forwards try reachable replicas first.
+        """
+        health = self._health(destination)
         try:
-            return reply_decoder.decode(response.body)
+            response = await self.pool.request(
+                destination, "POST", PEER_PATH, encoder.encode(call), self._headers, timeout_s
+            )
+            if response.status != 200:
+                raise PeerUnavailable(f"{destination} answered {response.status} to a forward")
+            reply = reply_decoder.decode(response.body)
         except (msgspec.DecodeError, RecursionError) as error:
+            health.last_failure_s = time.monotonic()
+            health.consecutive_failures += 1
             raise PeerUnavailable(f"{destination} sent a malformed reply: {error}") from error
+        except PeerUnavailable:
+            health.last_failure_s = time.monotonic()
+            health.consecutive_failures += 1
+            raise
+        health.last_success_s = time.monotonic()
+        health.consecutive_failures = 0
+        return reply
 
     async def close(self) -> None:
         self._closed = True
