@@ -90,7 +90,9 @@ class HttpClientPool:
         sock = writer.get_extra_info("socket")
         if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _UNACKNOWLEDGED_DATA_TIMEOUT_MS)
+                sock.setsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _UNACKNOWLEDGED_DATA_TIMEOUT_MS
+                )
         return _Connection(reader, writer)
 
     async def request(
