@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "causalkv.cli.check_command",
     "causalkv.cli.client_commands",
     "causalkv.cli.view_commands",
+    "causalkv.cli.sim_command",
+    "causalkv.cli.bench_command",
 )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from causalkv.core.clock import Clock
+from causalkv.core.coverage import HandoffReport
 from causalkv.core.effects import (
     CompletedRequest,
     DurableMeta,
@@ -48,6 +49,8 @@ class ReplicaSettings:
     pull_interval_s: float = 0.05
     """Minimum spacing of active pulls while requests wait for dependencies."""
     view_query_interval_s: float = 0.5
+    view_gossip_interval_s: float = 1.0
+    """How often a node asks one other node which view it serves."""
     view_change_retry_s: float = 0.3
     transfer_retry_s: float = 3.0
     straggler_wait_s: float = 5.0
@@ -163,6 +166,8 @@ class ReplicaBase:
         self._own_persists: list[tuple[int, int]] = []
         """(persist id, own sequence) pairs not yet durable, in order."""
         self._durable_writer_seq = 0
+        self.store_generation = 0
+        """Counts changes to the store: tells whether a hand-off computed earlier is stale."""
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -212,9 +217,14 @@ class ReplicaBase:
             if seq > self._durable_writer_seq:
                 self._durable_writer_seq = seq
 
-    def _key_changed(self, key: str) -> None:
+    def _key_changed(self, key: str, affects_handoff: bool = True) -> None:
+        """Persist the key's new state; ``affects_handoff`` marks hand-offs computed
+        before this change as stale (not for data handed to this node for a pending
+        change: its senders deliver that to every new owner themselves)."""
         assert self._step is not None
         self._step.dirty_keys[key] = self.store.entry(key)
+        if affects_handoff:
+            self.store_generation += 1
 
     def _meta_changed(self) -> None:
         assert self._step is not None
@@ -253,6 +263,7 @@ class ReplicaBase:
         return self._after_persist_for(Token({writer: highest}))
 
     def _durable_meta(self) -> DurableMeta:
+        target, reports = self._reports_to_persist()
         return DurableMeta(
             incarnation=self.incarnation,
             self_address=self.self_address,
@@ -264,6 +275,8 @@ class ReplicaBase:
             known=dict(self.known),
             lamport=self.store.lamport,
             foreign_keys=self._may_hold_foreign_keys(),
+            handoff_target=target,
+            handoff_reports=reports,
         )
 
     # -- scopes and tokens ---------------------------------------------------------------------
@@ -372,4 +385,7 @@ class ReplicaBase:
         raise NotImplementedError
 
     def _dispatch(self, sender: str, message: PeerMessage) -> None:
+        raise NotImplementedError
+
+    def _reports_to_persist(self) -> tuple[tuple[int, bytes] | None, dict[str, HandoffReport]]:
         raise NotImplementedError

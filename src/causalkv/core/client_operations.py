@@ -206,10 +206,11 @@ class ClientOperationsMixin(ReplicaBase):
         if self.now_s - self._last_view_query_s < self.settings.view_query_interval_s:
             return
         self._last_view_query_s = self.now_s
-        epoch = 0 if self.view is None else self.view.epoch
+        view = self.view
+        query = ViewQuery(0, b"") if view is None else ViewQuery(view.epoch, view.digest)
         targets: set[str] = set()
-        for view in (self.view, self.previous_view):
-            if view is not None:
-                targets.update(view.all_addresses())
+        for known_view in (view, self.previous_view):
+            if known_view is not None:
+                targets.update(known_view.all_addresses())
         for address in sorted(targets):
-            self._send(address, ViewQuery(epoch))
+            self._send(address, query)

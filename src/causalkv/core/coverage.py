@@ -13,14 +13,18 @@ For writer W, the receiver's coverage is the larger of two lower bounds:
   very view W wrote in, covers all of W (a writer only ever writes keys its own
   node owns, and a node drops keys only after handing them off in a later
   view);
-* **piecewise**: the receiver's new key range is made of pieces, one per shard
-  of the previous view. A piece is covered for W up to the best report from
-  any replica of that shard, except that a writer of the previous view wrote
-  nothing outside its own shard, so other pieces do not limit it. A shard with
-  no report yet limits everything older than the previous view to 0.
+* **piecewise**: reports are grouped by the view their senders held. The shards
+  of one such view partition the whole keyspace, so if, for every shard of that
+  view, some replica reported holding W up to s, then every key the receiver
+  now owns is covered for W up to s. A writer of that view wrote nothing
+  outside its own shard, so the other shards do not limit it; a shard with no
+  report limits every other writer to 0. Each group gives a bound on its own;
+  the receiver takes the best.
 
-Both bounds only grow as late reports arrive, and never claim a version the
-receiver does not hold.
+The groups come from the reports themselves (each names the view, by epoch,
+tag and shard count, that its sender held), not from what a coordinator
+believed the previous view to be, which can be stale. Both bounds only grow as
+late reports arrive, and never claim a version the receiver does not hold.
 """
 
 from __future__ import annotations
@@ -46,21 +50,15 @@ class HandoffReport:
     """-1 when the sender was not a member of its view."""
     source_incarnation: bytes
     known: Clock
+    source_shard_count: int = 0
+    """How many shards the sender's view had (0 if unknown)."""
 
 
-def coverage_from_reports(
-    previous_epoch: int,
-    previous_view_tag: int,
-    previous_shard_count: int,
-    reports: Iterable[HandoffReport],
-) -> Clock:
+def coverage_from_reports(reports: Iterable[HandoffReport]) -> Clock:
     """Combine hand-off reports into the clock the receiver may claim."""
-    reports = list(reports)
-    writers: set[Writer] = set()
-    best_by_shard: dict[int, Clock] = {}
     coverage: Clock = {}
+    groups: dict[tuple[int, int, int], dict[int, Clock]] = {}
     for report in reports:
-        writers.update(report.known)
         for writer, seq in report.known.items():
             if (
                 writer_incarnation(writer) == report.source_incarnation
@@ -69,30 +67,27 @@ def coverage_from_reports(
                 and seq > coverage.get(writer, 0)
             ):
                 coverage[writer] = seq
-        if (
-            report.source_epoch == previous_epoch
-            and report.source_view_tag == previous_view_tag
-            and 0 <= report.source_shard < previous_shard_count
-        ):
-            best = best_by_shard.setdefault(report.source_shard, {})
+        if 0 <= report.source_shard < report.source_shard_count:
+            view_key = (report.source_epoch, report.source_view_tag, report.source_shard_count)
+            best = groups.setdefault(view_key, {}).setdefault(report.source_shard, {})
             for writer, seq in report.known.items():
                 if seq > best.get(writer, 0):
                     best[writer] = seq
-    if previous_shard_count <= 0:
-        return coverage
-    for writer in writers:
-        of_previous_view = (
-            writer_epoch(writer) == previous_epoch and writer_view_tag(writer) == previous_view_tag
-        )
-        floor: int | None = None
-        for shard_index in range(previous_shard_count):
-            if of_previous_view and writer_shard_index(writer) != shard_index:
-                continue
-            shard_best = best_by_shard.get(shard_index)
-            value = 0 if shard_best is None else shard_best.get(writer, 0)
-            floor = value if floor is None else min(floor, value)
-            if floor == 0:
-                break
-        if floor and floor > coverage.get(writer, 0):
-            coverage[writer] = floor
+    for (epoch, view_tag, shard_count), best_by_shard in groups.items():
+        writers: set[Writer] = set()
+        for best in best_by_shard.values():
+            writers.update(best)
+        for writer in writers:
+            of_that_view = writer_epoch(writer) == epoch and writer_view_tag(writer) == view_tag
+            floor: int | None = None
+            for shard_index in range(shard_count):
+                if of_that_view and writer_shard_index(writer) != shard_index:
+                    continue
+                shard_best = best_by_shard.get(shard_index)
+                value = 0 if shard_best is None else shard_best.get(writer, 0)
+                floor = value if floor is None else min(floor, value)
+                if floor == 0:
+                    break
+            if floor and floor > coverage.get(writer, 0):
+                coverage[writer] = floor
     return coverage

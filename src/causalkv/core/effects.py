@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from causalkv.core.clock import Clock
+from causalkv.core.coverage import HandoffReport
 from causalkv.core.keystore import Entry
 from causalkv.core.messages import PeerMessage, WireView
 from causalkv.core.requests import OperationResult
@@ -38,6 +39,11 @@ class DurableMeta:
     lamport: int
     foreign_keys: bool = False
     """The node holds keys it does not own (a hand-off not yet acknowledged)."""
+    handoff_target: tuple[int, bytes] | None = None
+    """The view (epoch, digest) the reports below are for: pending or just committed."""
+    handoff_reports: dict[str, HandoffReport] = field(default_factory=dict)
+    """Hand-off reports received: acknowledged transfers are never resent, so they
+    must survive a restart or the node could never claim what they covered."""
 
 
 @dataclass(slots=True)

@@ -128,6 +128,8 @@ class TransferChunk(msgspec.Struct, tag="transfer", frozen=True):
     source_incarnation: bytes
     known: WirePairs
     """The sender's clock: what its data covers."""
+    source_shard_count: int = 0
+    """How many shards the sender's view had."""
 
 
 class TransferAck(msgspec.Struct, tag="transfer-ack", frozen=True):
@@ -137,9 +139,13 @@ class TransferAck(msgspec.Struct, tag="transfer-ack", frozen=True):
 
 
 class ViewQuery(msgspec.Struct, tag="view-query", frozen=True):
-    """Sent by a node that saw a higher epoch than its own: answered with ``NewerView``."""
+    """ "Which view do you serve?" Answered with ``NewerView`` by a node whose view is
+    higher; a node whose view is lower asks back. Sent when a node sees a higher
+    epoch than its own, and periodically to the nodes it knows (view gossip), so
+    that nodes holding different views always end up talking."""
 
     epoch: int
+    digest: bytes = b""
 
 
 PeerMessage = (
@@ -165,3 +171,5 @@ class Envelope(msgspec.Struct, frozen=True):
     destination: str
     epoch: int
     messages: list[PeerMessage]
+    digest: bytes = b""
+    """Digest of the sender's view: tells apart different views with one epoch."""

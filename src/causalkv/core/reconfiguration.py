@@ -40,9 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from causalkv.core.base import ReplicaBase
-from causalkv.core.clock import merge
+from causalkv.core.clock import Clock, merge
 from causalkv.core.coverage import HandoffReport, coverage_from_reports
-from causalkv.core.keystore import winner_of
+from causalkv.core.keystore import Version, winner_of
 from causalkv.core.messages import (
     Commit,
     CommitAck,
@@ -79,6 +79,8 @@ class PendingChange:
     started_s: float
     coordinators: set[str] = field(default_factory=set)
     reports: dict[str, HandoffReport] = field(default_factory=dict)
+    received_keys: set[str] = field(default_factory=set)
+    """Keys handed to this node for the proposal: dropped again if it is abandoned."""
 
 
 @dataclass(slots=True)
@@ -140,9 +142,6 @@ class Ledger:
     """Hand-off reports for the transition into the served view."""
 
     target: ProposalKey
-    previous_epoch: int
-    previous_view_tag: int
-    previous_shard_count: int
     reports: dict[str, HandoffReport] = field(default_factory=dict)
 
 
@@ -161,6 +160,12 @@ class ReconfigurationMixin(ReplicaBase):
     _newer_view_sent_s: dict[str, float]
     _holding_foreign_keys: bool
     handoff_progress: HandoffProgress
+    peer_known: dict[str, Clock]
+    _gossip_cursor: int
+    _last_view_gossip_s: float
+    _restored_reports: dict[ProposalKey, dict[str, HandoffReport]]
+    _transfer_basis: dict[ProposalKey, int]
+    """The store generation each target's hand-off was computed from."""
 
     def _init_reconfiguration(self) -> None:
         self.handoff_progress = HandoffProgress()
@@ -172,6 +177,10 @@ class ReconfigurationMixin(ReplicaBase):
         self.ledger = None
         self._generation = 0
         self._newer_view_sent_s = {}
+        self._gossip_cursor = 0
+        self._last_view_gossip_s = float("-inf")
+        self._restored_reports = {}
+        self._transfer_basis = {}
         self._holding_foreign_keys = False
 
     # -- queries used by the other mixins ----------------------------------------------------------
@@ -187,6 +196,23 @@ class ReconfigurationMixin(ReplicaBase):
 
     def _may_hold_foreign_keys(self) -> bool:
         return self._holding_foreign_keys
+
+    def _reports_to_persist(self) -> tuple[ProposalKey | None, dict[str, HandoffReport]]:
+        if self.change is not None:
+            return self.change.proposal.proposal_key, dict(self.change.reports)
+        if self.ledger is not None:
+            return self.ledger.target, dict(self.ledger.reports)
+        return None, {}
+
+    def _restore_reports(
+        self, target: ProposalKey | None, reports: dict[str, HandoffReport]
+    ) -> None:
+        if target is None or not reports:
+            return
+        if self.view is not None and self.view.proposal_key == target:
+            self.ledger = Ledger(target, dict(reports))
+        else:
+            self._restored_reports[target] = dict(reports)
 
     # -- local delivery ------------------------------------------------------------------------------
 
@@ -317,7 +343,9 @@ class ReconfigurationMixin(ReplicaBase):
         coordination.last_sent_s = float("-inf")
         self._advance_coordination(coordination)
 
-    def _fail_coordination(self, coordination: Coordination, winner: View) -> None:
+    def _fail_coordination(
+        self, coordination: Coordination, winner: View, winner_committed: bool
+    ) -> None:
         del self.coordinations[coordination.proposal.proposal_key]
         if winner.same_content(coordination.proposal):
             if self.view is not None and self.view.proposal_key == winner.proposal_key:
@@ -327,10 +355,13 @@ class ReconfigurationMixin(ReplicaBase):
                 target = self._coordination_for(winner, coordination.previous)
                 target.waiting.extend(coordination.waiting)
             return
-        if winner.epoch > coordination.proposal.epoch:
-            # This node proposed on a stale view: propose again on top of the winner.
+        if winner_committed:
+            # This node proposed on a view that had already moved on (it was stale,
+            # or lost a race with a commit): propose again on top of the winner.
+            # Never on top of an uncommitted winner: two such proposals would
+            # leapfrog each other forever.
             epoch = max(self.highest_epoch, winner.epoch) + 1
-            retry = self._coordination_for(coordination.proposal.with_epoch(epoch), self.view)
+            retry = self._coordination_for(coordination.proposal.with_epoch(epoch), winner)
             retry.waiting.extend(coordination.waiting)
             return
         for request_id, _ in coordination.waiting:
@@ -354,7 +385,8 @@ class ReconfigurationMixin(ReplicaBase):
         coordinator = message.coordinator or sender
         key = proposal.proposal_key
         current = self.view
-        if current is not None and key <= current.proposal_key:
+        if current is not None and proposal.epoch <= current.epoch:
+            # A committed view beats any proposal of the same or a lower epoch.
             if key == current.proposal_key:
                 self._deliver(coordinator, Prepared(proposal.epoch, proposal.digest))
                 self._deliver(coordinator, CommitAck(proposal.epoch, proposal.digest))
@@ -377,6 +409,8 @@ class ReconfigurationMixin(ReplicaBase):
                 return
             if key == pending_key:
                 change.coordinators.add(coordinator)
+                if self._transfers_done(key) and self._transfers_stale(key):
+                    self._start_transfers(change.proposal)
                 if self._transfers_done(key):
                     self._deliver(coordinator, Prepared(proposal.epoch, proposal.digest))
                 return
@@ -397,13 +431,27 @@ class ReconfigurationMixin(ReplicaBase):
         key = change.proposal.proposal_key
         for transfer_key in [k for k, t in self.outgoing.items() if k[1] == key]:
             del self.outgoing[transfer_key]
+        # Copies handed over for a proposal that will never commit are stale by
+        # the time another change happens: the owners keep writing (and collect
+        # tombstones). Drop those this node does not own; the senders kept theirs.
+        view = self.view
+        for received in change.received_keys:
+            if view is None or view.shard_index_for_key(received) != self.shard_index:
+                if self.store.remove(received) is not None:
+                    self._key_changed(received)
+        self._meta_changed()
         self._retry_waiters()
 
     def _transfers_done(self, target: ProposalKey) -> bool:
         return all(t.acked for k, t in self.outgoing.items() if k[1] == target)
 
+    def _transfers_stale(self, target: ProposalKey) -> bool:
+        basis = self._transfer_basis.get(target)
+        return basis is not None and basis != self.store_generation
+
     def _start_transfers(self, target: View) -> None:
         """Hand this node's keys to their owners in ``target``."""
+        self._transfer_basis[target.proposal_key] = self.store_generation
         current = self.view
         old_shard = self.shard_index
         co_replicas: set[str] = set()
@@ -413,6 +461,7 @@ class ReconfigurationMixin(ReplicaBase):
             return
         all_by_shard: dict[int, list[WireVersion]] = {}
         foreign_by_shard: dict[int, list[WireVersion]] = {}
+        owned_by_shard: dict[int, list[tuple[str, Version]]] = {}
         for key, entry in self.store.items():
             shard = target.shard_index_for_key(key)
             wires = [version_to_wire(key, version) for version in entry]
@@ -422,7 +471,9 @@ class ReconfigurationMixin(ReplicaBase):
                 and old_shard is not None
                 and current.shard_index_for_key(key) == old_shard
             )
-            if not owned_before:
+            if owned_before:
+                owned_by_shard.setdefault(shard, []).extend((key, v) for v in entry)
+            else:
                 foreign_by_shard.setdefault(shard, []).extend(wires)
         report_known = pairs_from_clock(self._relevant_known()) if current is not None else []
         source_epoch = 0 if current is None else current.epoch
@@ -434,9 +485,18 @@ class ReconfigurationMixin(ReplicaBase):
             target_shard = target.shard_index_of_node(address)
             assert target_shard is not None
             if address in co_replicas:
-                versions = foreign_by_shard.get(target_shard, [])
-                if not versions:
-                    continue
+                # A co-replica of the old shard holds that shard's keys, but only as
+                # far as replication has reached it: writes still in flight to it
+                # would be lost once this node drops its copy. Send every owned
+                # version above the co-replica's last reported clock (a lower bound
+                # of what it holds), plus any keys the old shard did not own.
+                peer_clock = self.peer_known.get(address)
+                versions = list(foreign_by_shard.get(target_shard, []))
+                versions.extend(
+                    version_to_wire(key, version)
+                    for key, version in owned_by_shard.get(target_shard, [])
+                    if peer_clock is None or version.seq > peer_clock.get(version.writer, 0)
+                )
             else:
                 versions = all_by_shard.get(target_shard, [])
                 if not versions and source_shard < 0:
@@ -458,6 +518,7 @@ class ReconfigurationMixin(ReplicaBase):
                     source_shard,
                     self.incarnation,
                     report_known,
+                    0 if current is None else len(current.shards),
                 )
                 for index, chunk in enumerate(chunks_of_versions)
             ]
@@ -503,11 +564,20 @@ class ReconfigurationMixin(ReplicaBase):
         reports: dict[str, HandoffReport] = {}
         if change is not None and change.proposal.proposal_key == key:
             reports = dict(change.reports)
+            if self._transfers_stale(key):
+                # Data arrived after the hand-off was computed (late pushes, a
+                # straggler's hand-off): send the current state too, before any
+                # of it is dropped.
+                self._start_transfers(change.proposal)
             self.change = None
         else:
             if change is not None and change.proposal.epoch <= proposal.epoch:
                 self._abandon_change()
             self._start_transfers(proposal)
+        restored = self._restored_reports.pop(key, None)
+        if restored:
+            for sender, report in restored.items():
+                reports.setdefault(sender, report)
         old_view = self.view
         old_shard = self.shard_index
         if old_view is not None and old_shard is not None and self.self_address is not None:
@@ -517,19 +587,13 @@ class ReconfigurationMixin(ReplicaBase):
                 old_shard,
                 self.incarnation,
                 self._relevant_known(),
+                len(old_view.shards),
             )
         for transfer_key in [k for k in self.outgoing if k[1] != key]:
             if self.change is None or transfer_key[1] != self.change.proposal.proposal_key:
                 del self.outgoing[transfer_key]
-        ledger_previous = previous if previous is not None else old_view
-        self.ledger = Ledger(
-            key,
-            0 if ledger_previous is None else ledger_previous.epoch,
-            0 if ledger_previous is None else ledger_previous.view_tag,
-            0 if ledger_previous is None else len(ledger_previous.shards),
-            reports,
-        )
-        self.previous_view = ledger_previous
+        self.ledger = Ledger(key, reports)
+        self.previous_view = old_view if old_view is not None else previous
         self._reset_replication()
         self.known = {}
         self._set_membership(proposal)
@@ -546,12 +610,7 @@ class ReconfigurationMixin(ReplicaBase):
         ledger = self.ledger
         if ledger is None:
             return
-        coverage = coverage_from_reports(
-            ledger.previous_epoch,
-            ledger.previous_view_tag,
-            ledger.previous_shard_count,
-            ledger.reports.values(),
-        )
+        coverage = coverage_from_reports(ledger.reports.values())
         changed = False
         for writer, seq in coverage.items():
             if seq > self.known.get(writer, 0):
@@ -611,7 +670,7 @@ class ReconfigurationMixin(ReplicaBase):
             and coordination.committed_s is None
             and winner.proposal_key > coordination.proposal.proposal_key
         ):
-            self._fail_coordination(coordination, winner)
+            self._fail_coordination(coordination, winner, message.winner_committed)
 
     # -- learning newer views --------------------------------------------------------------------------
 
@@ -637,8 +696,49 @@ class ReconfigurationMixin(ReplicaBase):
             self._commit(view, previous)
 
     def _on_view_query(self, sender: str, message: ViewQuery) -> None:
-        if self.view is not None and self.view.epoch > message.epoch:
+        view = self.view
+        if view is None:
+            if message.epoch > 0:
+                self._ask_view(sender)
+            return
+        theirs = (message.epoch, message.digest)
+        if theirs < view.proposal_key:
             self._send_newer_view(sender)
+        elif theirs > view.proposal_key:
+            self._ask_view(sender)
+
+    def _ask_view(self, address: str) -> None:
+        """Ask ``address`` which view it serves (rate-limited per address)."""
+        view = self.view
+        last = self._newer_view_sent_s.get("?" + address, float("-inf"))
+        if self.now_s - last < 1.0:
+            return
+        self._newer_view_sent_s["?" + address] = self.now_s
+        self._send(
+            address, ViewQuery(0, b"") if view is None else ViewQuery(view.epoch, view.digest)
+        )
+
+    def _view_gossip_tick(self) -> None:
+        """Every so often ask one known node which view it serves: nodes holding
+        different views (a missed change, or two views committed with one epoch
+        during a partition) always end up finding out, even with nothing else to say."""
+        if self.now_s - self._last_view_gossip_s < self.settings.view_gossip_interval_s:
+            return
+        self._last_view_gossip_s = self.now_s
+        view = self.view
+        if view is None:
+            return
+        known: set[str] = set()
+        for held in (view, self.previous_view):
+            if held is not None:
+                known.update(held.all_addresses())
+        known.discard(self.self_address or "")
+        if not known:
+            return
+        ordered = sorted(known)
+        address = ordered[self._gossip_cursor % len(ordered)]
+        self._gossip_cursor += 1
+        self._send(address, ViewQuery(view.epoch, view.digest))
 
     # -- transfers ---------------------------------------------------------------------------------------
 
@@ -696,16 +796,33 @@ class ReconfigurationMixin(ReplicaBase):
         my_shard = target.shard_index_of_node(self.self_address)
         if my_shard is None:
             return
-        if self.view is None or self.view.proposal_key != target.proposal_key:
+        committed = self.view
+        pending = (
+            self.change if self.change is not None and self.change.proposal is target else None
+        )
+        if committed is None or committed.proposal_key != target.proposal_key:
             self._holding_foreign_keys = True
         for key, version in parsed:
             if target.shard_index_for_key(key) != my_shard:
                 self.counters.peer_input_rejected += 1
                 continue
+            owned_now = (
+                committed is not None and committed.shard_index_for_key(key) == self.shard_index
+            )
+            if (
+                owned_now
+                and self.known.get(version.writer, 0) >= version.seq
+                and not self.store.has_dot(key, version.writer, version.seq)
+            ):
+                # This node owns the key and has seen that version superseded (and
+                # perhaps collected): a stale copy must never bring it back.
+                continue
             outcome = self.store.apply(key, version)
             if outcome.changed:
-                self._key_changed(key)
+                self._key_changed(key, affects_handoff=pending is None)
                 self.counters.keys_transferred_in += 1
+                if pending is not None and not owned_now:
+                    pending.received_keys.add(key)
         source_view_tag = (
             int.from_bytes(first.source_digest[:2], "big") if first.source_digest else 0
         )
@@ -715,6 +832,7 @@ class ReconfigurationMixin(ReplicaBase):
             first.source_shard,
             first.source_incarnation,
             report_known,
+            first.source_shard_count,
         )
         target_key = target.proposal_key
         reports: dict[str, HandoffReport]
@@ -732,6 +850,7 @@ class ReconfigurationMixin(ReplicaBase):
                 report.source_shard,
                 report.source_incarnation,
                 merge(existing.known, report.known),
+                report.source_shard_count,
             )
         reports[sender] = report
         if self.view is not None and self.view.proposal_key == target_key:
@@ -756,8 +875,11 @@ class ReconfigurationMixin(ReplicaBase):
             self.handoff_progress.transfers_acked += 1
         change = self.change
         if change is not None and change.proposal.proposal_key == key and self._transfers_done(key):
-            for coordinator in sorted(change.coordinators):
-                self._deliver(coordinator, Prepared(message.epoch, message.digest))
+            if self._transfers_stale(key):
+                self._start_transfers(change.proposal)
+            else:
+                for coordinator in sorted(change.coordinators):
+                    self._deliver(coordinator, Prepared(message.epoch, message.digest))
         if self._transfers_done(key):
             for transfer_key in [k for k in self.outgoing if k[1] == key]:
                 del self.outgoing[transfer_key]
@@ -767,6 +889,7 @@ class ReconfigurationMixin(ReplicaBase):
 
     def _reconfiguration_tick(self) -> None:
         now_s = self.now_s
+        self._view_gossip_tick()
         for coordination in list(self.coordinations.values()):
             if coordination.proposal.proposal_key in self.coordinations:
                 self._advance_coordination(coordination)

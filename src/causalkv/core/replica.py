@@ -92,6 +92,7 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
             replica.known[replica.writer] = replica.writer_seq
         replica._durable_writer_seq = replica.writer_seq
         replica._holding_foreign_keys = meta.foreign_keys and len(replica.store) > 0
+        replica._restore_reports(meta.handoff_target, meta.handoff_reports)
         return replica
 
     # -- inputs ------------------------------------------------------------------------------------
@@ -141,13 +142,15 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
                 return self._finish()
             self._set_membership(self.view)
             self._meta_changed()
-        my_epoch = 0 if self.view is None else self.view.epoch
-        if envelope.epoch < my_epoch and not any(
-            isinstance(m, NewerView | Prepare | Commit) for m in envelope.messages
-        ):
-            self._send_newer_view(sender)
-        elif envelope.epoch > my_epoch:
-            self._query_newer_view()
+        mine = (0, b"") if self.view is None else self.view.proposal_key
+        theirs = (envelope.epoch, envelope.digest)
+        if envelope.epoch != mine[0] or (envelope.digest and envelope.digest != mine[1]):
+            if theirs < mine and not any(
+                isinstance(m, NewerView | Prepare | Commit) for m in envelope.messages
+            ):
+                self._send_newer_view(sender)
+            elif theirs > mine:
+                self._ask_view(sender)
         for message in envelope.messages:
             self._dispatch(sender, message)
         return self._finish()

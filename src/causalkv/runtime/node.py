@@ -93,7 +93,7 @@ class NodeRuntime:
                 connect_timeout_s=settings.peer_connect_timeout_s, ssl_context=ssl_context
             ),
             sender_address=lambda: self.replica.self_address or "",
-            epoch=self._epoch,
+            epoch=self._view_identity,
             secret=settings.cluster_secret,
             send_timeout_s=settings.peer_send_timeout_s,
         )
@@ -115,6 +115,10 @@ class NodeRuntime:
     def _epoch(self) -> int:
         view = self.replica.view
         return 0 if view is None else view.epoch
+
+    def _view_identity(self) -> tuple[int, bytes]:
+        view = self.replica.view
+        return (0, b"") if view is None else (view.epoch, view.digest)
 
     @staticmethod
     def _now() -> float:

@@ -39,6 +39,7 @@ class _OutgoingEnvelope(msgspec.Struct):
     destination: str
     epoch: int
     messages: list[msgspec.Raw]
+    digest: bytes = b""
 
 
 class _OutgoingEnvelopeCall(msgspec.Struct, tag="envelope"):
@@ -72,7 +73,7 @@ class PeerTransport:
         self,
         pool: HttpClientPool,
         sender_address: Callable[[], str],
-        epoch: Callable[[], int],
+        epoch: Callable[[], tuple[int, bytes]],
         secret: str | None,
         envelope_bytes_max: int = 16 * 1024 * 1024,
         queue_bytes_max: int = 256 * 1024 * 1024,
@@ -133,8 +134,9 @@ class PeerTransport:
                 channel.queued_bytes -= len(encoded)
                 size += len(encoded)
                 batch.append(msgspec.Raw(encoded))
+            epoch, digest = self._epoch()
             call = _OutgoingEnvelopeCall(
-                _OutgoingEnvelope(self._sender_address(), destination, self._epoch(), batch)
+                _OutgoingEnvelope(self._sender_address(), destination, epoch, batch, digest)
             )
             body = encoder.encode(call)
             health = self._health(destination)
