@@ -39,25 +39,14 @@ DISK_SYNC = "disk sync"
 CLASSES = (CPU, GIL_WAIT, DISK_SYNC, LOCK_WAIT, LOOP_IDLE)
 
 _LOOP_IDLE_MARKERS = ("epoll_wait", "epoll_pwait", "uv__io_poll", "select (selectors.py")
-_LOCK_MARKERS = (
-    "PyThread_acquire_lock_timed",
-    "_queue_SimpleQueue_get",
-    "pthread_cond_wait",
-    "pthread_cond_timedwait",
-    "sem_wait",
-    "sem_timedwait",
-    "futex",
-)
+_LOCK_MARKERS = ("futex", "sem_clockwait")
 _DISK_MARKERS = ("fdatasync", "fsync", "sync_file_range")
-# Taking the GIL: CPython's own functions, or a uvloop callback entering Python
-# (Cython acquires the GIL on entry; the wait shows under its first helper).
-_GIL_MARKERS = (
-    "take_gil",
-    "PyEval_RestoreThread",
-    "PyEval_AcquireThread",
-    "PyGILState_Ensure",
-    "_ensure_handle_data",
-)
+# Taking the GIL: CPython 3.11 waits for it on a condition variable from an
+# inlined ``take_gil``, so a ``pthread_cond_*wait`` that is not under an explicit
+# lock or queue (those go through ``PyThread_acquire_lock_timed``) is a GIL wait:
+# a uvloop callback entering Python, or sqlite3 returning from a released-GIL call.
+_CONDITION_WAITS = ("pthread_cond_timedwait", "pthread_cond_wait", "pthread_cond_clockwait")
+_EXPLICIT_LOCKS = ("PyThread_acquire_lock", "_queue_SimpleQueue_get", "sem_wait", "sem_timedwait")
 # Entry points and frameworks' outer frames: inclusive in everything, telling nothing.
 _OUTER_FRAMES = (
     "(typer/",
@@ -93,9 +82,10 @@ def classify(frames: list[str]) -> str:
         return DISK_SYNC
     if any(marker in frame for frame in tail for marker in _LOOP_IDLE_MARKERS):
         return LOOP_IDLE
-    if any(marker in frame for frame in tail for marker in _LOCK_MARKERS):
-        if any(marker in frame for frame in tail for marker in _GIL_MARKERS):
-            return GIL_WAIT
+    explicit = any(marker in frame for frame in tail for marker in _EXPLICIT_LOCKS)
+    if not explicit and any(marker in frame for frame in tail for marker in _CONDITION_WAITS):
+        return GIL_WAIT
+    if explicit or any(marker in frame for frame in tail for marker in _LOCK_MARKERS):
         return LOCK_WAIT
     return CPU
 

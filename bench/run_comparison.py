@@ -432,6 +432,14 @@ def main() -> None:
     arguments = parse_arguments()
     if arguments.from_results is not None:
         summary = json.loads((arguments.from_results / "summary.json").read_text())
+        for run in summary["runs"]:  # the results may have moved since
+            if "report_path" in run:
+                run["report_path"] = str(arguments.from_results / Path(run["report_path"]).name)
+        raw = arguments.from_results / "profile-causalkv-1-A.raw"
+        if summary.get("profile") and raw.exists():  # re-classify with the current summariser
+            from profile_summary import CLASSES, hot_spots
+
+            summary["profile"].update(hot_spots(raw, top=15), classes=list(CLASSES))
     else:
         started = time.monotonic()
         comparison = Comparison(arguments)

@@ -271,3 +271,59 @@ def test_seed_walkthrough(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_nodes_recognise_themselves_under_unconfigured_names(tmp_path: Path) -> None:
+    """A view may name nodes by addresses they were never told (DNS names in
+    Compose or Kubernetes): the node that receives the view finds itself by
+    asking each address for its /status and recognising its own instance."""
+    ports = free_ports(3)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CAUSALKV_", "NODE"))}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "causalkv",
+                "serve",
+                "--listen",
+                f"0.0.0.0:{port}",
+                "--node-id",
+                f"n{index}",
+                "--storage",
+                "memory",
+            ],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for index, port in enumerate(ports)
+    ]
+    names = [f"127.0.0.2:{port}" for port in ports]
+    try:
+        for port in ports:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if http_json("GET", f"http://127.0.0.1:{port}/ping", timeout_s=1)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        status, body = http_json(
+            "PUT", f"http://127.0.0.1:{ports[0]}/kvs/admin/view", {"view": names}, timeout_s=60
+        )
+        assert status == 200, body
+        for port in ports:
+            _, view = http_json("GET", f"http://127.0.0.1:{port}/kvs/admin/view")
+            assert view == {"view": names}
+        written = kvs_put(f"127.0.0.1:{ports[1]}", "named", "v")
+        assert written.status == 201
+        read = kvs_get(f"127.0.0.1:{ports[2]}", "named", written.body["causal-metadata"])
+        assert read.status == 200 and read.body["val"] == "v"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)

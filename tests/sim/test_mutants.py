@@ -48,10 +48,15 @@ def test_pushes_applied_without_storing_are_caught_as_divergence() -> None:
     assert "differ" in result.message
 
 
-def test_replies_before_durability_are_caught() -> None:
-    assert run_seed(SimOptions(seed=121)).ok
-    result = run_seed(SimOptions(seed=121, mutant="hasty-acks"))
+def test_replies_before_durability_are_caught_by_the_checker() -> None:
+    result = run_seed(SimOptions(seed=178, mutant="hasty-acks"))
     assert result.failure == "checker", result.message
+
+
+def test_pushes_before_durability_reissue_dots_after_a_crash() -> None:
+    result = run_seed(SimOptions(seed=240, mutant="hasty-acks"))
+    assert result.failure == "invariant", result.message
+    assert "reissued" in result.message
 
 
 class _Exploding(Replica):

@@ -43,6 +43,12 @@ from causalkv.runtime.peer_protocol import PEER_CONTENT_TYPE, PEER_PATH
 log = logging.getLogger("causalkv.api")
 
 ExtraRoute = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AddressConflict(ValueError):
+    """A requested view names this node by another address than the one it serves under."""
+
+
 RequestObserver = Callable[[str, str, int, float], None]
 """Called after every HTTP request with (method, route label, status, seconds)."""
 
@@ -143,6 +149,8 @@ class Api:
                 await send_json(send, 413, {"error": "request body too large"})
         except NodeFailed:
             await send_json(send, 500, {"error": "internal error; the node is stopping"})
+        except AddressConflict as error:
+            await send_json(send, 409, {"error": str(error)})
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -342,18 +350,41 @@ class Api:
 
     # -- who am I? -------------------------------------------------------------------------------
 
-    def _self_address_for(self, scope: Scope) -> Callable[[View], str | None]:
-        def resolve(view: View) -> str | None:
-            return self.resolve_self_address(view, scope)
+    def _self_address_for(self, scope: Scope) -> Callable[[View], Awaitable[str | None]]:
+        async def resolve(view: View) -> str | None:
+            return await self.resolve_self_address(view, scope)
 
         return resolve
 
-    def resolve_self_address(self, view: View, scope: Scope) -> str | None:
-        """This node's address in ``view``: by node id, configured address, the
-        address the client used, or a local address on the listening port."""
+    async def resolve_self_address(self, view: View, scope: Scope) -> str | None:
+        """This node's address in ``view``.
+
+        In order: the address it already goes by (if the view names it), its
+        node id (sharded views), its configured address, the address the client
+        used, a local address on the listening port, a view hostname that
+        resolves to a local address, and finally asking every candidate for its
+        ``/status`` and recognising its own instance.
+        """
         known = self.runtime.replica.self_address
-        if known is not None:
+        if known is not None and view.contains(known):
             return known
+        found = self._resolve_cheaply(view, scope)
+        if found is None:
+            found = await self._resolve_by_dns(view)
+        if found is None:
+            found = await self._resolve_by_probe(view)
+        if found is not None and known is not None and found != known:
+            current = self.runtime.replica.view
+            if current is not None and current.contains(known):
+                raise AddressConflict(
+                    f"this node is {known} in the current view but the new view names it"
+                    f" {found}; an address is a node's identity: keep it, or remove the node"
+                    " from the view first"
+                )
+            self.runtime.rename_self(found)
+        return found if found is not None else known
+
+    def _resolve_cheaply(self, view: View, scope: Scope) -> str | None:
         settings = self.settings
         if not view.flat:
             node = view.node_for_id(settings.node_id)
@@ -377,9 +408,52 @@ class Api:
             host, _, port = address.rpartition(":")
             if port == str(settings.listen_port) and host.strip("[]") in local:
                 matches.append(address)
-        if len(matches) == 1:
-            return matches[0]
-        return None
+        return matches[0] if len(matches) == 1 else None
+
+    async def _resolve_by_dns(self, view: View) -> str | None:
+        """A view naming nodes by DNS name (Compose services, Kubernetes pods)."""
+        local = self._local_host_names()
+        port = str(self.settings.listen_port)
+
+        def lookup() -> list[str]:
+            matches = []
+            for address in view.all_addresses():
+                host, _, address_port = address.rpartition(":")
+                if address_port != port:
+                    continue
+                try:
+                    infos = socket.getaddrinfo(host.strip("[]"), None)
+                except OSError:
+                    continue
+                if any(str(info[4][0]) in local for info in infos):
+                    matches.append(address)
+            return matches
+
+        try:
+            matches = await asyncio.wait_for(asyncio.to_thread(lookup), 5.0)
+        except TimeoutError:
+            return None
+        return matches[0] if len(matches) == 1 else None
+
+    async def _resolve_by_probe(self, view: View) -> str | None:
+        """Ask each address of the view for its /status: the one that answers
+        with this process's instance is this node (works through NAT too)."""
+        instance = self.runtime.replica.incarnation.hex()
+        pool = self.runtime.transport.pool
+
+        async def probe(address: str) -> str | None:
+            try:
+                response = await pool.request(address, "GET", "/status", b"", {}, 1.0)
+                body = msgspec.json.decode(response.body)
+            except Exception:
+                return None
+            if isinstance(body, dict) and body.get("instance") == instance:
+                return address
+            return None
+
+        results = await asyncio.gather(*(probe(a) for a in view.all_addresses()))
+        matches = [address for address in results if address is not None]
+        return matches[0] if len(matches) == 1 else None
 
     def _local_host_names(self) -> set[str]:
         if self._local_hosts is None:

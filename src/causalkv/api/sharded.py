@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from causalkv.api.http import Send, send_json
 from causalkv.api.requests_parsing import BadInput, parse_body, parse_key, parse_token, parse_value
@@ -95,7 +95,7 @@ async def get_view(runtime: NodeRuntime, send: Send) -> None:
 
 
 async def put_view(
-    runtime: NodeRuntime, send: Send, body: bytes, resolve: Callable[[View], str | None]
+    runtime: NodeRuntime, send: Send, body: bytes, resolve: Callable[[View], Awaitable[str | None]]
 ) -> None:
     try:
         parsed = parse_body(body)
@@ -105,7 +105,7 @@ async def put_view(
     except (BadInput, ViewError) as error:
         await send_json(send, 400, {"error": str(error)})
         return
-    result = await runtime.propose_view(view, resolve(view))
+    result = await runtime.propose_view(view, await resolve(view))
     installed = runtime.replica.view
     rendered = {} if installed is None else installed.to_sharded_json()
     if result.kind is ResultKind.OK:

@@ -42,6 +42,7 @@ def node_status(runtime: NodeRuntime) -> dict[str, object]:
     storage = runtime.storage.stats
     return {
         "node_id": runtime.settings.node_id,
+        "instance": replica.incarnation.hex(),
         "address": replica.self_address,
         "version": __version__,
         "uptime_s": round(now_s - _started_s, 3),

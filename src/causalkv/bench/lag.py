@@ -82,6 +82,7 @@ class LagSampler:
         self.free_slots: list[dict[str, Session]] = [{} for _ in range(in_flight_max)]
         self.all_slots = list(self.free_slots)
         self.active = False
+        self.idle = asyncio.Event()
         self.writes_seen = 0
         self.next_allowed_s = 0.0
         self.histogram = Histogram()
@@ -140,6 +141,8 @@ class LagSampler:
             )
         finally:
             self.free_slots.append(slot)
+            if len(self.free_slots) == len(self.all_slots):
+                self.idle.set()
         moments = [moment for moment in seen_at if moment is not None]
         if sessions and len(moments) == len(sessions):
             self.resolved += 1
@@ -172,8 +175,9 @@ class LagSampler:
 
     async def wait_until_idle(self) -> None:
         """Wait for the samples in flight (each ends within ``timeout_s`` plus one probe)."""
-        while len(self.free_slots) < len(self.all_slots):
-            await asyncio.sleep(0.01)
+        if len(self.free_slots) < len(self.all_slots):
+            self.idle.clear()
+            await self.idle.wait()
 
     def sessions(self) -> list[Session]:
         return [session for slot in self.all_slots for session in slot.values()]

@@ -436,9 +436,9 @@ class ReconfigurationMixin(ReplicaBase):
         # tombstones). Drop those this node does not own; the senders kept theirs.
         view = self.view
         for received in change.received_keys:
-            if view is None or view.shard_index_for_key(received) != self.shard_index:
-                if self.store.remove(received) is not None:
-                    self._key_changed(received)
+            owned = view is not None and view.shard_index_for_key(received) == self.shard_index
+            if not owned and self.store.remove(received) is not None:
+                self._key_changed(received)
         self._meta_changed()
         self._retry_waiters()
 

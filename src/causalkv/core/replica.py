@@ -119,6 +119,21 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
         self._propose(request_id, view)
         return self._finish()
 
+    def rename_self(self, now_s: float, address: str) -> Output:
+        """This node learned (by probing) that a view names it ``address``.
+
+        Only allowed while it serves no view that names its old address: a
+        member's address is its identity within that view.
+        """
+        self._begin(now_s)
+        validate_address(address)
+        view = self.view
+        if view is None or self.self_address is None or not view.contains(self.self_address):
+            self.self_address = address
+            self._set_membership(view)
+            self._meta_changed()
+        return self._finish()
+
     def reset(self, now_s: float) -> Output:
         """Drop view and data (SyncKV ``DELETE /kvs/admin/view``)."""
         self._begin(now_s)

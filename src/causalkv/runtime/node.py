@@ -313,6 +313,9 @@ class NodeRuntime:
             await asyncio.sleep(pause_s)
             pause_s = min(pause_s * 2, 0.5)
 
+    def rename_self(self, address: str) -> None:
+        self._step(lambda: self.replica.rename_self(self._now(), address))
+
     async def propose_view(self, view: View, self_address: str | None) -> OperationResult:
         request_id, future = self._new_request()
         self._step(lambda: self.replica.propose_view(self._now(), request_id, view, self_address))

@@ -204,7 +204,7 @@ def load_settings(
         configured = flag("data_dir") or env.get("CAUSALKV_DATA_DIR")
         data_dir = Path(configured) if configured else Path("causalkv-data") / node_id
 
-    secret = flag("cluster_secret") or env.get("CAUSALKV_CLUSTER_SECRET")
+    secret = flag("cluster_secret") or env.get("CAUSALKV_CLUSTER_SECRET") or None
     secret_file = flag("cluster_secret_file") or env.get("CAUSALKV_CLUSTER_SECRET_FILE")
     if secret is None and secret_file:
         try:

@@ -28,6 +28,7 @@ class Invariants:
     def __init__(self, halt: Callable[[str], None]) -> None:
         self._halt = halt
         self._dots: dict[tuple[Writer, int], tuple[str, str | None, int]] = {}
+        self._first_seen: dict[tuple[Writer, int], str] = {}
         self.highest_seq: dict[Writer, int] = {}
         self.violations: list[str] = []
 
@@ -45,12 +46,14 @@ class Invariants:
         seen = self._dots.get(dot)
         if seen is None:
             self._dots[dot] = identity
+            self._first_seen[dot] = where
             if seq > self.highest_seq.get(writer, 0):
                 self.highest_seq[writer] = seq
         elif seen != identity:
             self.violated(
-                f"dot {describe_writer(writer)}:{seq} reissued ({where}): first "
-                f"{seen[0]}={seen[1]!r} lamport {seen[2]}, now {key}={value!r} lamport {lamport}"
+                f"dot {describe_writer(writer)}:{seq} reissued: first {seen[0]}={seen[1]!r}"
+                f" lamport {seen[2]} ({self._first_seen[dot]}), now {key}={value!r}"
+                f" lamport {lamport} ({where})"
             )
 
     def durable(self, address: str, batches: Iterable[PersistBatch]) -> None:
@@ -73,7 +76,8 @@ class Invariants:
         """Versions carried by messages a node received."""
         for message in envelope.messages:
             if isinstance(message, Push | SyncDelta | TransferChunk):
-                self._wire_versions(f"sent by {envelope.sender}", message.versions)
+                where = f"{type(message).__name__} from {envelope.sender} to {envelope.destination}"
+                self._wire_versions(where, message.versions)
 
     def _wire_versions(self, where: str, versions: list[WireVersion]) -> None:
         for wire in versions:

@@ -14,16 +14,21 @@ Phases
    answered; every node that has a view serves the highest committed one; no
    node has a view change or a hand-off in progress; the replicas of each
    shard hold the same visible key -> value map. (Liveness.)
-3. **Final reads**: one list per member of the final view, with a fresh
+3. **Session reads**: every client lists every member of the final view
+   with its own session token. Each must succeed: once the cluster has
+   healed, every dependency a session can hold is available, so a causal
+   wait that times out here is a liveness bug (e.g. a replica whose clock
+   never covers what it holds, or a write lost for good).
+4. **Final reads**: one list per member of the final view, with a fresh
    session, marked ``final`` with its ``shard`` and ``covers`` (every key of
    the workload its shard owns).
-4. **Judgement**: the history checker (``causalkv.check.check_history``)
+5. **Judgement**: the history checker (``causalkv.check.check_history``)
    judges the whole history (causal consistency, convergence of final reads,
    no lost acknowledged write), plus the simulator's own invariants
    (``invariants.py``).
 
 A seed fails if the checker finds a violation, the replicas do not converge
-in time, a final read fails, the core raises (fail-stop: a core exception is
+in time, a session read or a final read fails, the core raises (fail-stop: a core exception is
 a bug), or an invariant breaks. The run halts at the first core exception or
 invariant violation, so the end of the trace is where it happened.
 
@@ -62,6 +67,7 @@ from causalkv.sim.workload import Client, ClientStatistics, WorkloadProfile, fin
 DEFAULT_CONVERGE_TIMEOUT_S = 60.0
 ADMIN_TIMEOUT_S = 65.0
 FINAL_READ_TIMEOUT_S = 10.0
+SESSION_READ_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -301,6 +307,7 @@ class Simulation:
             replica_class = Replica if options.mutant is None else MUTANTS[options.mutant]
         self.replica_class = replica_class
         self._failure: tuple[str, str, str] | None = None
+        self._processes: list[Process] = []
 
     # -- failures --------------------------------------------------------------------------------
 
@@ -320,9 +327,18 @@ class Simulation:
         try:
             result = self._run()
         finally:
+            self._shutdown()
             self.recorder_close()
         result.cpu_s = time.process_time() - started
         return result
+
+    def _shutdown(self) -> None:
+        """Close every coroutine still alive (tasks that never got to run included)."""
+        for process in self._processes:
+            process.kill()
+        for node in getattr(self, "nodes", []):
+            if node.alive:
+                node.crash()
 
     def recorder_close(self) -> None:
         recorder = getattr(self, "recorder", None)
@@ -375,6 +391,7 @@ class Simulation:
         )
         self.client_statistics = ClientStatistics()
         self.client_process = Process(self.loop, "clients")
+        self._processes += [self.client_process, self.admin.process, self.nemesis.process]
         self.client_process.on_task_error = lambda task, error: self._fail(
             "simulator", f"client task {task.name} raised {error!r}", _format(error)
         )
@@ -400,7 +417,6 @@ class Simulation:
             )
             for index in range(1, scenario.workload.clients + 1)
         ]
-        self._client_tasks_done = 0
         self._initial_view = random_view(
             scenario_rng, self.nodes, scenario.max_shards, min_members=(scenario.nodes + 1) // 2
         )
@@ -408,6 +424,7 @@ class Simulation:
             self.nodes, min(scenario.initial_targets, scenario.nodes)
         )
         self._client_starts = [scenario_rng.uniform(0.0, 0.5) for _ in self.clients]
+        self._install_rng = random.Random(scenario_rng.getrandbits(64))
 
     def _run(self) -> SimResult:
         self._build()
@@ -418,8 +435,13 @@ class Simulation:
             trace.record("sim", f"MUTANT core: {self.options.mutant}")
         for node in self.nodes:
             node.start()
-        for target in self._initial_targets:
-            self.admin.propose(target, self._initial_view)
+        self.admin.install(
+            self._initial_targets,
+            self._initial_view,
+            self.nodes,
+            self._install_rng,
+            scenario.duration_s,
+        )
         safety_end = scenario.duration_s
         stopping = False
 
@@ -448,38 +470,50 @@ class Simulation:
         heal_time = self.loop.now
         deadline = heal_time + self.options.converge_timeout_s
         problems = self._convergence_problems()
+        next_report = heal_time + 5.0
         while problems and self.loop.now < deadline:
             if not self.loop.run_until(min(deadline, self.loop.now + 0.25)):
                 return self._result()
             problems = self._convergence_problems()
+            if problems and self.loop.now >= next_report:
+                next_report += 5.0
+                more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+                trace.record("sim", f"not converged yet: {problems[0]}{more}")
         if problems:
             self._fail(
                 "liveness",
                 f"not converged {self.options.converge_timeout_s:g}s after healing: {problems[0]}",
-                "\n".join(problems),
+                "\n".join(problems) + self._interim_verdict(),
             )
             return self._result()
         converged_after = self.loop.now - heal_time
         trace.record("sim", f"CONVERGED {converged_after:.2f}s after healing")
         self.converged_after_s = converged_after
-
-        # 3. Final reads.
         final_view = self._final_view()
-        assert final_view is not None
-        errors: list[str] = []
-        finals = self._final_reads(final_view, errors)
+        session_errors: list[str] = []
+        if final_view is None:
+            trace.record("sim", "no view was ever committed: no session or final reads")
+        else:
+            # 3. Session reads: every client lists every member with its token.
+            session_errors = self._session_reads(final_view)
+            if self._failure is not None:
+                return self._result()
 
-        def done() -> bool:
-            return all(task.future.done() for task in finals)
+            # 4. Final reads.
+            errors: list[str] = []
+            finals = self._final_reads(final_view, errors)
 
-        self.loop.run_until(self.loop.now + FINAL_READ_TIMEOUT_S + 1.0, done)
-        if self._failure is not None:
-            return self._result()
-        if errors or not done():
-            self._fail("final-read", errors[0] if errors else "final reads did not complete")
-            return self._result()
+            def done() -> bool:
+                return all(task.future.done() for task in finals)
 
-        # 4. Judgement.
+            self.loop.run_until(self.loop.now + FINAL_READ_TIMEOUT_S + 1.0, done)
+            if self._failure is not None:
+                return self._result()
+            if errors or not done():
+                self._fail("final-read", errors[0] if errors else "final reads did not complete")
+                return self._result()
+
+        # 5. Judgement.
         for node in self.nodes:
             self.invariants.check_known(node.address, node.replica.known)
         if self._failure is not None:
@@ -490,10 +524,26 @@ class Simulation:
             self._fail("simulator", f"malformed history: {error}")
             return self._result()
         verdict = check_history(history)
+        liveness = "\n".join(session_errors)
         if not verdict.ok:
             counts = ", ".join(f"{kind} x{count}" for kind, count in verdict.counts.items())
-            self._fail("checker", f"checker: {counts}", verdict.render(limit_per_kind=5))
+            details = verdict.render(limit_per_kind=5)
+            if session_errors:
+                details += "\nalso, after healing:\n" + liveness
+            self._fail("checker", f"checker: {counts}", details)
+        elif session_errors:
+            self._fail("liveness", session_errors[0], liveness)
         return self._result()
+
+    def _interim_verdict(self) -> str:
+        """The checker's opinion of the history so far (no final reads), for diagnosis."""
+        try:
+            verdict = check_history(self.recorder.history())
+        except MalformedHistoryError as error:
+            return f"\n\nthe history so far is malformed: {error}"
+        if verdict.ok:
+            return "\n\nthe checker finds no violation in the history so far"
+        return "\n\nthe checker on the history so far:\n" + verdict.render(limit_per_kind=5)
 
     async def _client_run(
         self, client: Client, start_s: float, until_s: float, stopping: Callable[[], bool]
@@ -524,7 +574,14 @@ class Simulation:
             return problems
         final = self._final_view()
         if final is None:
-            return ["no node has a view"]
+            # No view was ever committed (e.g. every PUT /view failed with its
+            # coordinator, which the operator may retry): nothing to converge,
+            # as long as no change is still under way.
+            return [
+                f"{node.address} has a pending change to {describe_view(node.replica.change.proposal)}"
+                for node in self.nodes
+                if node.replica.change is not None
+            ]
         for node in self.nodes:
             replica = node.replica
             view = replica.view
@@ -578,6 +635,31 @@ class Simulation:
                     )
         return problems
 
+    def _session_reads(self, final: View) -> list[str]:
+        """Run the session reads; returns what failed (judged after the checker ran)."""
+        members = [self._node(address) for address in sorted(final.all_addresses())]
+        timeout_s = SESSION_READ_TIMEOUT_S
+        errors: list[str] = []
+
+        async def reads(client: Client) -> None:
+            error = await client.session_reads(members, timeout_s)
+            if error is not None:
+                errors.append(error)
+
+        tasks = [self.client_process.spawn(reads(client)) for client in self.clients]
+
+        def done() -> bool:
+            return all(task.future.done() for task in tasks)
+
+        self.loop.run_until(self.loop.now + len(members) * (timeout_s + 1.0), done)
+        if self._failure is None and not done():
+            self._fail("liveness", "session reads after healing did not complete")
+        if not errors:
+            self.trace.record("sim", "session reads ok")
+        for error in errors:
+            self.trace.record("sim", f"SESSION READ FAILED: {error}")
+        return errors
+
     def _node(self, address: str) -> SimNode:
         for node in self.nodes:
             if node.address == address:
@@ -586,6 +668,7 @@ class Simulation:
 
     def _final_reads(self, final: View, errors: list[str]) -> list[Task[None]]:
         process = Process(self.loop, "final")
+        self._processes.append(process)
         process.on_task_error = lambda task, error: self._fail(
             "simulator", f"final read raised {error!r}", _format(error)
         )

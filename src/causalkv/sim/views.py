@@ -66,7 +66,41 @@ class ViewAdmin:
         self.proposals += 1
         self.process.spawn(self._propose(target, view, self.proposals), "admin")
 
-    async def _propose(self, target: SimNode, view: View, number: int) -> None:
+    def install(
+        self,
+        targets: Sequence[SimNode],
+        view: View,
+        nodes: Sequence[SimNode],
+        rng: random.Random,
+        until_s: float,
+    ) -> None:
+        """The first view: sent to ``targets`` at once; an operator whose every
+        request failed (refused, reset, timed out) tries again on a random
+        node, until one is answered or ``until_s`` (the end of the safety phase)."""
+        self.process.spawn(self._install(list(targets), view, list(nodes), rng, until_s), "install")
+
+    async def _install(
+        self,
+        targets: list[SimNode],
+        view: View,
+        nodes: list[SimNode],
+        rng: random.Random,
+        until_s: float,
+    ) -> None:
+        while self.loop.now < until_s:
+            attempts = []
+            for target in targets:
+                self.proposals += 1
+                attempts.append(
+                    self.process.spawn(self._propose(target, view, self.proposals), "admin")
+                )
+            outcomes = [await attempt.future for attempt in attempts]
+            if any(outcome not in ("refused", "unknown") for outcome in outcomes):
+                return
+            await self.loop.sleep(1.0)
+            targets = [rng.choice(nodes)]
+
+    async def _propose(self, target: SimNode, view: View, number: int) -> str:
         self.trace.record(
             "admin", f"PUT /view #{number} -> {target.address}: {describe_view(view)}"
         )
@@ -91,3 +125,4 @@ class ViewAdmin:
             ):
                 self.trace.record("admin", f"PUT /view #{number}: unexpected answer")
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        return outcome
