@@ -215,6 +215,7 @@ class Comparison:
                 self._run_one(system, scenario, repetition, preload=position == 0)
         finally:
             system.stop()
+            shutil.rmtree(system.data_dir, ignore_errors=True)  # etcd alone preallocates 64 MB
 
     def _run_one(self, system: System, scenario: Scenario, repetition: int, preload: bool) -> None:
         config = self.config_for(system, scenario, preload, repetition)
@@ -322,6 +323,7 @@ class Comparison:
                 return None
         finally:
             system.stop()
+            shutil.rmtree(system.data_dir, ignore_errors=True)
         from profile_summary import CLASSES, hot_spots
 
         spots = hot_spots(raw, top=15)

@@ -200,7 +200,9 @@ class LocalCluster:
             self.cluster_name,
             *self.extra_args,
         ]
-        return LocalNode(node_id, port, data_dir, self.data_dir / f"node{index}.log", argv, environment)
+        return LocalNode(
+            node_id, port, data_dir, self.data_dir / f"node{index}.log", argv, environment
+        )
 
     def add_nodes(self, count: int, ports: list[int] | None = None) -> list[LocalNode]:
         environment = self.nodes[0].env if self.nodes else dict(os.environ)

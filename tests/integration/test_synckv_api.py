@@ -296,7 +296,7 @@ def test_nodes_recognise_themselves_under_unconfigured_names(tmp_path: Path) -> 
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for index, port in enumerate(ports)
     ]
     names = [f"127.0.0.2:{port}" for port in ports]

@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -80,6 +80,7 @@ def run_node(settings: NodeSettings) -> int:
             " set --cluster-secret or CAUSALKV_CLUSTER_SECRET",
             settings.listen,
         )
+
     # uvicorn handles SIGTERM/SIGINT while it serves, then restores the previous
     # handlers and re-raises the signal. These handlers cover both ends: a signal
     # before uvicorn's own handlers are in place still stops the server, and the
@@ -96,26 +97,106 @@ def run_node(settings: NodeSettings) -> int:
 
 
 def serve(
-    listen: Annotated[Optional[str], typer.Option(help="HOST:PORT to listen on [env CAUSALKV_LISTEN, ADDRESS, PORT; default 0.0.0.0:8081]")] = None,  # noqa: UP045
-    node_id: Annotated[Optional[str], typer.Option(help="This node's id [env CAUSALKV_NODE_ID, NODE_IDENTIFIER, NODE_ID]")] = None,  # noqa: UP045
-    advertise: Annotated[Optional[str], typer.Option(help="This node's HOST:PORT as peers reach it [env CAUSALKV_ADVERTISE, ADDRESS]")] = None,  # noqa: UP045
-    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory [env CAUSALKV_DATA_DIR; default ./causalkv-data/<node id>]")] = None,  # noqa: UP045
-    storage: Annotated[Optional[str], typer.Option(help="Storage engine: sqlite (durable) or memory [env CAUSALKV_STORAGE]")] = None,  # noqa: UP045
-    cluster_name: Annotated[Optional[str], typer.Option(help="Cluster name, recorded in the data directory [env CAUSALKV_CLUSTER_NAME]")] = None,  # noqa: UP045
-    cluster_secret: Annotated[Optional[str], typer.Option(help="Shared secret for node-to-node and admin calls [env CAUSALKV_CLUSTER_SECRET]")] = None,  # noqa: UP045
-    cluster_secret_file: Annotated[Optional[Path], typer.Option(help="File holding the cluster secret [env CAUSALKV_CLUSTER_SECRET_FILE]")] = None,  # noqa: UP045
-    client_token: Annotated[Optional[str], typer.Option(help="Optional token clients must send for data endpoints [env CAUSALKV_CLIENT_TOKEN]")] = None,  # noqa: UP045
-    causal_wait_s: Annotated[Optional[float], typer.Option(help="Causal wait bound in seconds [env CAUSALKV_CAUSAL_WAIT_S; default 20]")] = None,  # noqa: UP045
-    unsafe_async_commit: Annotated[bool, typer.Option(help="UNSAFE: acknowledge writes before they are on disk [env CAUSALKV_UNSAFE_ASYNC_COMMIT]")] = False,
-    mode: Annotated[Optional[str], typer.Option(help="auto, or synckv (requires ADDRESS) [env CAUSALKV_MODE]")] = None,  # noqa: UP045
-    test_hooks: Annotated[bool, typer.Option(help="Serve /debug fault hooks; for tests only [env CAUSALKV_TEST_HOOKS]")] = False,
-    tls_certificate: Annotated[Optional[Path], typer.Option(help="PEM certificate: serve HTTPS and talk HTTPS to peers [env CAUSALKV_TLS_CERTIFICATE]")] = None,  # noqa: UP045
-    tls_key: Annotated[Optional[Path], typer.Option(help="PEM private key of the certificate [env CAUSALKV_TLS_KEY]")] = None,  # noqa: UP045
-    tls_ca: Annotated[Optional[Path], typer.Option(help="CA bundle to verify peers' certificates [env CAUSALKV_TLS_CA]")] = None,  # noqa: UP045
-    concurrent_requests_max: Annotated[Optional[int], typer.Option(help="Requests served at once; more get 503 + Retry-After [env CAUSALKV_CONCURRENT_REQUESTS_MAX; default 1024]")] = None,  # noqa: UP045
-    waiting_requests_max: Annotated[Optional[int], typer.Option(help="Requests waiting for causal dependencies at once [env CAUSALKV_WAITING_REQUESTS_MAX; default 10000]")] = None,  # noqa: UP045
-    request_body_bytes_max: Annotated[Optional[int], typer.Option(help="Largest request body [env CAUSALKV_REQUEST_BODY_BYTES_MAX; default 17 MiB]")] = None,  # noqa: UP045
-    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error [env CAUSALKV_LOG_LEVEL]")] = None,  # noqa: UP045
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT to listen on [env CAUSALKV_LISTEN, ADDRESS, PORT; default 0.0.0.0:8081]"
+        ),
+    ] = None,
+    node_id: Annotated[
+        str | None,
+        typer.Option(help="This node's id [env CAUSALKV_NODE_ID, NODE_IDENTIFIER, NODE_ID]"),
+    ] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            help="This node's HOST:PORT as peers reach it [env CAUSALKV_ADVERTISE, ADDRESS]"
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data directory [env CAUSALKV_DATA_DIR; default ./causalkv-data/<node id>]"
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Storage engine: sqlite (durable) or memory [env CAUSALKV_STORAGE]"),
+    ] = None,
+    cluster_name: Annotated[
+        str | None,
+        typer.Option(
+            help="Cluster name, recorded in the data directory [env CAUSALKV_CLUSTER_NAME]"
+        ),
+    ] = None,
+    cluster_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Shared secret for node-to-node and admin calls [env CAUSALKV_CLUSTER_SECRET]"
+        ),
+    ] = None,
+    cluster_secret_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the cluster secret [env CAUSALKV_CLUSTER_SECRET_FILE]"),
+    ] = None,
+    client_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Optional token clients must send for data endpoints [env CAUSALKV_CLIENT_TOKEN]"
+        ),
+    ] = None,
+    causal_wait_s: Annotated[
+        float | None,
+        typer.Option(help="Causal wait bound in seconds [env CAUSALKV_CAUSAL_WAIT_S; default 20]"),
+    ] = None,
+    unsafe_async_commit: Annotated[
+        bool,
+        typer.Option(
+            help="UNSAFE: acknowledge writes before they are on disk [env CAUSALKV_UNSAFE_ASYNC_COMMIT]"
+        ),
+    ] = False,
+    mode: Annotated[
+        str | None, typer.Option(help="auto, or synckv (requires ADDRESS) [env CAUSALKV_MODE]")
+    ] = None,
+    test_hooks: Annotated[
+        bool,
+        typer.Option(help="Serve /debug fault hooks; for tests only [env CAUSALKV_TEST_HOOKS]"),
+    ] = False,
+    tls_certificate: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM certificate: serve HTTPS and talk HTTPS to peers [env CAUSALKV_TLS_CERTIFICATE]"
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM private key of the certificate [env CAUSALKV_TLS_KEY]"),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA bundle to verify peers' certificates [env CAUSALKV_TLS_CA]"),
+    ] = None,
+    concurrent_requests_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests served at once; more get 503 + Retry-After [env CAUSALKV_CONCURRENT_REQUESTS_MAX; default 1024]"
+        ),
+    ] = None,
+    waiting_requests_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests waiting for causal dependencies at once [env CAUSALKV_WAITING_REQUESTS_MAX; default 10000]"
+        ),
+    ] = None,
+    request_body_bytes_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest request body [env CAUSALKV_REQUEST_BODY_BYTES_MAX; default 17 MiB]"
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error [env CAUSALKV_LOG_LEVEL]")
+    ] = None,
 ) -> None:
     """Run one causalkv node (serves both HTTP dialects)."""
     flags = {

@@ -62,6 +62,7 @@ class ReplicaSettings:
     change_takeover_s: float = 15.0
     """A prepared change not committed after this long is driven by the node itself."""
     tombstone_collection_interval_s: float = 2.0
+    tombstone_hold_after_abandon_s: float = 60.0
     waiting_requests_max: int = 10_000
     pending_versions_max: int = 200_000
     chunk_versions_max: int = 4_096
@@ -167,6 +168,9 @@ class ReplicaBase:
         """(persist id, own sequence) pairs not yet durable, in order."""
         self._durable_writer_seq = 0
         self.store_generation = 0
+        self.tombstones_held_until_s = float("-inf")
+        """After a change with hand-offs is abandoned, copies of keys may briefly live
+        on nodes that will not own them: no tombstone is collected until then."""
         """Counts changes to the store: tells whether a hand-off computed earlier is stale."""
 
     # -- steps ---------------------------------------------------------------------------------
@@ -277,6 +281,7 @@ class ReplicaBase:
             foreign_keys=self._may_hold_foreign_keys(),
             handoff_target=target,
             handoff_reports=reports,
+            carried_reports=self._carried_reports_to_persist(),
         )
 
     # -- scopes and tokens ---------------------------------------------------------------------
@@ -388,4 +393,7 @@ class ReplicaBase:
         raise NotImplementedError
 
     def _reports_to_persist(self) -> tuple[tuple[int, bytes] | None, dict[str, HandoffReport]]:
+        raise NotImplementedError
+
+    def _carried_reports_to_persist(self) -> dict[str, HandoffReport]:
         raise NotImplementedError

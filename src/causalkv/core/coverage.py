@@ -52,6 +52,13 @@ class HandoffReport:
     known: Clock
     source_shard_count: int = 0
     """How many shards the sender's view had (0 if unknown)."""
+    first_hand: bool = True
+    """Sent by the node it describes, about data it owned. A node that passes on
+    data it only carried (received in a hand-off) passes on the reports that came
+    with it too, marked second-hand."""
+    complete: bool = True
+    """The sender handed over every version it held for the receiver's keys (not
+    just a delta above the receiver's clock, as it does for co-replicas)."""
 
 
 def coverage_from_reports(reports: Iterable[HandoffReport]) -> Clock:

@@ -42,6 +42,8 @@ class DurableMeta:
     handoff_target: tuple[int, bytes] | None = None
     """The view (epoch, digest) the reports below are for: pending or just committed."""
     handoff_reports: dict[str, HandoffReport] = field(default_factory=dict)
+    carried_reports: dict[str, HandoffReport] = field(default_factory=dict)
+    """Reports of hand-off data this node holds without owning it."""
     """Hand-off reports received: acknowledged transfers are never resent, so they
     must survive a restart or the node could never claim what they covered."""
 

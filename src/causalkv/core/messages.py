@@ -130,6 +130,24 @@ class TransferChunk(msgspec.Struct, tag="transfer", frozen=True):
     """The sender's clock: what its data covers."""
     source_shard_count: int = 0
     """How many shards the sender's view had."""
+    foreign_keys: list[str] = []
+    """Keys in this chunk the sender did not own: it only carried them (second-hand)."""
+    carried: list[WireReport] = []
+    """Reports of the data the sender carries (first chunk only)."""
+    complete: bool = True
+    """Every version the sender holds for the receiver's keys, not a delta."""
+
+
+class WireReport(msgspec.Struct, array_like=True, frozen=True):
+    """A hand-off report passed on by a node that carries the data it describes."""
+
+    origin: str
+    source_epoch: int
+    source_view_tag: int
+    source_shard: int
+    source_shard_count: int
+    source_incarnation: bytes
+    known: WirePairs
 
 
 class TransferAck(msgspec.Struct, tag="transfer-ack", frozen=True):

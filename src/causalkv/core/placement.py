@@ -31,6 +31,21 @@ def _point_position(shard_name: str, index: int) -> int:
     return int.from_bytes(digest, "big")
 
 
+_rings: dict[tuple[str, ...], HashRing] = {}
+
+
+def ring_for(shard_names: Sequence[str]) -> HashRing:
+    """A shared ring per set of shard names: building one costs milliseconds, and
+    every view message would otherwise rebuild it."""
+    names = tuple(shard_names)
+    ring = _rings.get(names)
+    if ring is None:
+        if len(_rings) >= 64:
+            _rings.clear()
+        ring = _rings[names] = HashRing(names)
+    return ring
+
+
 class HashRing:
     """Maps keys to shard indexes (positions in ``shard_names``)."""
 

@@ -54,10 +54,12 @@ from causalkv.core.messages import (
     TransferAck,
     TransferChunk,
     ViewQuery,
+    WireReport,
     WireVersion,
 )
 from causalkv.core.replication import chunk_versions
 from causalkv.core.requests import OperationResult, ResultKind
+from causalkv.core.token import Token
 from causalkv.core.view import View
 from causalkv.core.wire import (
     PeerInputError,
@@ -79,8 +81,6 @@ class PendingChange:
     started_s: float
     coordinators: set[str] = field(default_factory=set)
     reports: dict[str, HandoffReport] = field(default_factory=dict)
-    received_keys: set[str] = field(default_factory=set)
-    """Keys handed to this node for the proposal: dropped again if it is abandoned."""
 
 
 @dataclass(slots=True)
@@ -93,6 +93,9 @@ class OutgoingTransfer:
     acked: bool = False
     versions: int = 0
     value_bytes: int = 0
+    own_seq_max: int = 0
+    """Highest sequence number of this node's own writer in the transfer: the
+    chunks go out only once that is durable, or a crash could reissue it."""
 
 
 @dataclass(slots=True)
@@ -166,6 +169,10 @@ class ReconfigurationMixin(ReplicaBase):
     _restored_reports: dict[ProposalKey, dict[str, HandoffReport]]
     _transfer_basis: dict[ProposalKey, int]
     """The store generation each target's hand-off was computed from."""
+    carried_reports: dict[str, HandoffReport]
+    """Reports describing hand-off data this node holds without owning it (from a
+    change it abandoned): passed on with that data, so its next owners can vouch
+    for it even when the node that first handed it over has dropped it."""
 
     def _init_reconfiguration(self) -> None:
         self.handoff_progress = HandoffProgress()
@@ -181,6 +188,7 @@ class ReconfigurationMixin(ReplicaBase):
         self._last_view_gossip_s = float("-inf")
         self._restored_reports = {}
         self._transfer_basis = {}
+        self.carried_reports = {}
         self._holding_foreign_keys = False
 
     # -- queries used by the other mixins ----------------------------------------------------------
@@ -200,9 +208,16 @@ class ReconfigurationMixin(ReplicaBase):
     def _reports_to_persist(self) -> tuple[ProposalKey | None, dict[str, HandoffReport]]:
         if self.change is not None:
             return self.change.proposal.proposal_key, dict(self.change.reports)
+        if self._restored_reports:
+            # Restored after a restart, for a change not re-adopted yet: keep them.
+            target = max(self._restored_reports)
+            return target, dict(self._restored_reports[target])
         if self.ledger is not None:
             return self.ledger.target, dict(self.ledger.reports)
         return None, {}
+
+    def _carried_reports_to_persist(self) -> dict[str, HandoffReport]:
+        return dict(self.carried_reports)
 
     def _restore_reports(
         self, target: ProposalKey | None, reports: dict[str, HandoffReport]
@@ -275,7 +290,9 @@ class ReconfigurationMixin(ReplicaBase):
                     None if coordination.previous is None else view_to_wire(coordination.previous),
                     self.self_address or "",
                 )
-                for address in sorted(participants - coordination.prepared):
+                # Everyone, prepared or not: a participant that restarted lost its
+                # pending change and must hear the proposal again to accept hand-offs.
+                for address in sorted(participants):
                     self._deliver(address, message)
             if coordination.committed_s is None and self._may_commit(coordination, participants):
                 self._commit_as_coordinator(coordination)
@@ -419,6 +436,11 @@ class ReconfigurationMixin(ReplicaBase):
             self.highest_epoch = proposal.epoch
             self._meta_changed()
         self.change = PendingChange(proposal, previous, self.now_s, {coordinator})
+        restored = self._restored_reports.pop(key, None)
+        if restored:
+            # Reports received before a restart: their transfers were acknowledged
+            # and will not come again.
+            self.change.reports.update(restored)
         self._start_transfers(proposal)
         if self._transfers_done(key):
             self._deliver(coordinator, Prepared(proposal.epoch, proposal.digest))
@@ -429,21 +451,60 @@ class ReconfigurationMixin(ReplicaBase):
             return
         self.change = None
         key = change.proposal.proposal_key
+        handed_off = any(k[1] == key for k in self.outgoing)
         for transfer_key in [k for k, t in self.outgoing.items() if k[1] == key]:
             del self.outgoing[transfer_key]
-        # Copies handed over for a proposal that will never commit are stale by
-        # the time another change happens: the owners keep writing (and collect
-        # tombstones). Drop those this node does not own; the senders kept theirs.
-        view = self.view
-        for received in change.received_keys:
-            owned = view is not None and view.shard_index_for_key(received) == self.shard_index
-            if not owned and self.store.remove(received) is not None:
-                self._key_changed(received)
+        # The data handed over for the abandoned proposal stays: that proposal may
+        # have committed elsewhere, its senders may have dropped their copies, and
+        # this may be the last one. It goes back at once to its owners in the view
+        # this node serves (who keep what they have not superseded) and is dropped
+        # once they acknowledge it; a stale copy must not outlive the owners'
+        # tombstones. It also travels on with the next hand-off, with the reports
+        # that vouch for it. Meanwhile no tombstone is collected here.
+        for origin, report in change.reports.items():
+            self._carry_report(origin, report)
+        if change.reports or handed_off or self._holding_foreign_keys:
+            # Copies of keys may sit on nodes that will not own them until those
+            # nodes return them (well under a second normally).
+            self.tombstones_held_until_s = self.now_s + self.settings.tombstone_hold_after_abandon_s
+        if self.view is not None and self._holding_foreign_keys:
+            self._start_transfers(self.view)
         self._meta_changed()
         self._retry_waiters()
 
+    def _carry_report(self, origin: str, report: HandoffReport) -> None:
+        name = (
+            origin if origin.startswith("carried:") else f"carried:{origin}:{report.source_epoch}"
+        )
+        carried = HandoffReport(
+            report.source_epoch,
+            report.source_view_tag,
+            report.source_shard,
+            report.source_incarnation,
+            report.known,
+            report.source_shard_count,
+            first_hand=False,
+        )
+        existing = self.carried_reports.get(name)
+        if existing is not None:
+            carried = HandoffReport(
+                carried.source_epoch,
+                carried.source_view_tag,
+                carried.source_shard,
+                carried.source_incarnation,
+                merge(existing.known, carried.known),
+                carried.source_shard_count,
+                first_hand=False,
+            )
+        self.carried_reports[name] = carried
+
     def _transfers_done(self, target: ProposalKey) -> bool:
         return all(t.acked for k, t in self.outgoing.items() if k[1] == target)
+
+    def _transfer_after_persist(self, transfer: OutgoingTransfer) -> int:
+        if transfer.own_seq_max == 0 or self.writer is None:
+            return 0
+        return self._after_persist_for(Token({self.writer: transfer.own_seq_max}))
 
     def _transfers_stale(self, target: ProposalKey) -> bool:
         basis = self._transfer_basis.get(target)
@@ -462,6 +523,7 @@ class ReconfigurationMixin(ReplicaBase):
         all_by_shard: dict[int, list[WireVersion]] = {}
         foreign_by_shard: dict[int, list[WireVersion]] = {}
         owned_by_shard: dict[int, list[tuple[str, Version]]] = {}
+        foreign_keys: set[str] = set()
         for key, entry in self.store.items():
             shard = target.shard_index_for_key(key)
             wires = [version_to_wire(key, version) for version in entry]
@@ -475,6 +537,19 @@ class ReconfigurationMixin(ReplicaBase):
                 owned_by_shard.setdefault(shard, []).extend((key, v) for v in entry)
             else:
                 foreign_by_shard.setdefault(shard, []).extend(wires)
+                foreign_keys.add(key)
+        carried = [
+            WireReport(
+                name,
+                report.source_epoch,
+                report.source_view_tag,
+                report.source_shard,
+                report.source_shard_count,
+                report.source_incarnation,
+                pairs_from_clock(report.known),
+            )
+            for name, report in sorted(self.carried_reports.items())
+        ]
         report_known = pairs_from_clock(self._relevant_known()) if current is not None else []
         source_epoch = 0 if current is None else current.epoch
         source_digest = b"" if current is None else current.digest
@@ -484,7 +559,8 @@ class ReconfigurationMixin(ReplicaBase):
                 continue
             target_shard = target.shard_index_of_node(address)
             assert target_shard is not None
-            if address in co_replicas:
+            complete = address not in co_replicas
+            if not complete:
                 # A co-replica of the old shard holds that shard's keys, but only as
                 # far as replication has reached it: writes still in flight to it
                 # would be lost once this node drops its copy. Send every owned
@@ -519,9 +595,17 @@ class ReconfigurationMixin(ReplicaBase):
                     self.incarnation,
                     report_known,
                     0 if current is None else len(current.shards),
+                    sorted({wire.key for wire in chunk if wire.key in foreign_keys}),
+                    carried if index == 0 else [],
+                    complete,
                 )
                 for index, chunk in enumerate(chunks_of_versions)
             ]
+            own_writer = self.writer
+            own_seq_max = max(
+                (v.seq for v in versions if own_writer is not None and v.writer == own_writer),
+                default=0,
+            )
             transfer = OutgoingTransfer(
                 address,
                 target,
@@ -530,6 +614,7 @@ class ReconfigurationMixin(ReplicaBase):
                 self.now_s,
                 versions=len(versions),
                 value_bytes=sum(len(v.key) + len(v.value or "") for v in versions),
+                own_seq_max=own_seq_max,
             )
             self.outgoing[(address, target.proposal_key, self._generation)] = transfer
             progress = self.handoff_progress
@@ -539,8 +624,9 @@ class ReconfigurationMixin(ReplicaBase):
             progress.versions_total += len(versions)
             progress.bytes_total += transfer.value_bytes
             self.counters.keys_transferred_out += len(versions)
+            after_persist = self._transfer_after_persist(transfer)
             for chunk in chunks:
-                self._send(address, chunk)
+                self._send(address, chunk, after_persist)
 
     # -- participant: commit --------------------------------------------------------------------------
 
@@ -598,6 +684,7 @@ class ReconfigurationMixin(ReplicaBase):
         self.known = {}
         self._set_membership(proposal)
         self._recompute_coverage()
+
         self._holding_foreign_keys = len(self.store) > 0
         self.counters.view_changes += 1
         self._meta_changed()
@@ -641,6 +728,8 @@ class ReconfigurationMixin(ReplicaBase):
                 self.store.remove(key)
                 self._key_changed(key)
         self._holding_foreign_keys = False
+        # What this node carried is with its owners now.
+        self.carried_reports.clear()
 
     def _on_commit_ack(self, sender: str, message: CommitAck) -> None:
         coordination = self.coordinations.get((message.epoch, message.digest))
@@ -821,8 +910,6 @@ class ReconfigurationMixin(ReplicaBase):
             if outcome.changed:
                 self._key_changed(key, affects_handoff=pending is None)
                 self.counters.keys_transferred_in += 1
-                if pending is not None and not owned_now:
-                    pending.received_keys.add(key)
         source_view_tag = (
             int.from_bytes(first.source_digest[:2], "big") if first.source_digest else 0
         )
@@ -833,6 +920,8 @@ class ReconfigurationMixin(ReplicaBase):
             first.source_incarnation,
             report_known,
             first.source_shard_count,
+            first_hand=first.source_shard >= 0,
+            complete=first.complete,
         )
         target_key = target.proposal_key
         reports: dict[str, HandoffReport]
@@ -851,8 +940,41 @@ class ReconfigurationMixin(ReplicaBase):
                 report.source_incarnation,
                 merge(existing.known, report.known),
                 report.source_shard_count,
+                report.first_hand,
+                complete=existing.complete and report.complete,
             )
         reports[sender] = report
+        for wire_report in first.carried:
+            try:
+                carried_known = clock_from_pairs(wire_report.known)
+            except PeerInputError:
+                self.counters.peer_input_rejected += 1
+                continue
+            name = wire_report.origin
+            if not name.startswith("carried:") or len(name) > 300:
+                self.counters.peer_input_rejected += 1
+                continue
+            carried = HandoffReport(
+                wire_report.source_epoch,
+                wire_report.source_view_tag,
+                wire_report.source_shard,
+                wire_report.source_incarnation,
+                carried_known,
+                wire_report.source_shard_count,
+                first_hand=False,
+            )
+            previous = reports.get(name)
+            if previous is not None:
+                carried = HandoffReport(
+                    carried.source_epoch,
+                    carried.source_view_tag,
+                    carried.source_shard,
+                    carried.source_incarnation,
+                    merge(previous.known, carried.known),
+                    carried.source_shard_count,
+                    first_hand=False,
+                )
+            reports[name] = carried
         if self.view is not None and self.view.proposal_key == target_key:
             self._recompute_coverage()
             self._retry_waiters()
@@ -899,8 +1021,9 @@ class ReconfigurationMixin(ReplicaBase):
                 and now_s - transfer.last_sent_s >= self.settings.transfer_retry_s
             ):
                 transfer.last_sent_s = now_s
+                after_persist = self._transfer_after_persist(transfer)
                 for chunk in transfer.chunks:
-                    self._send(transfer.destination, chunk)
+                    self._send(transfer.destination, chunk, after_persist)
         change = self.change
         if (
             change is not None

@@ -93,6 +93,7 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
         replica._durable_writer_seq = replica.writer_seq
         replica._holding_foreign_keys = meta.foreign_keys and len(replica.store) > 0
         replica._restore_reports(meta.handoff_target, meta.handoff_reports)
+        replica.carried_reports = dict(meta.carried_reports)
         return replica
 
     # -- inputs ------------------------------------------------------------------------------------

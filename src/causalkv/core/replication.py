@@ -307,12 +307,28 @@ class ReplicationMixin(ReplicaBase):
         ):
             return
         self._last_tombstone_collection_s = self.now_s
-        if not self.store.tombstone_keys or self._change_in_progress():
+        if (
+            not self.store.tombstone_keys
+            or self._change_in_progress()
+            or self.now_s < self.tombstones_held_until_s
+        ):
             return
         peers = self.shard_peers()
         reports = [self.peer_known.get(peer) for peer in peers]
         if any(report is None for report in reports):
             return
+        # Collect only while this replica holds everything its peers reported:
+        # a peer may hold a live version concurrent with a tombstone that has not
+        # reached this replica yet; collecting the tombstone here first would let
+        # that version show here while it stays hidden behind the tombstone there.
+        for report in reports:
+            assert report is not None
+            for writer, seq in report.items():
+                if seq > self.known.get(writer, 0) and self._scope(writer) in (
+                    Scope.LOCAL,
+                    Scope.OLD,
+                ):
+                    return
         clocks: list[Clock] = [self.known, *(r for r in reports if r is not None)]
         collected = 0
         for key in list(self.store.tombstone_keys):

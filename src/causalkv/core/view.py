@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from causalkv.core.placement import HashRing
+from causalkv.core.placement import HashRing, ring_for
 
 FLAT_SHARD_NAME = "shard0"
 NODES_PER_VIEW_MAX = 1024
@@ -79,7 +79,7 @@ class View:
 
     @cached_property
     def ring(self) -> HashRing:
-        return HashRing([shard.name for shard in self.shards])
+        return ring_for([shard.name for shard in self.shards])
 
     def with_epoch(self, epoch: int) -> View:
         return View(epoch, self.shards, self.flat)

@@ -233,18 +233,30 @@ class Nemesis:
             if self.loop.now >= until_s:
                 return
             draw = rng.random()
-            if draw < profile.concurrent_views_probability and len(self.nodes) > 1:
+            # An operator changes the view through nodes that know the cluster.
+            # Sending a view that names none of the cluster's nodes to a node that
+            # never learned any view founds a separate cluster by definition (the
+            # "orphan" case, documented in docs/testing.md), not a fault.
+            informed = [node for node in self.nodes if _knows_a_view(node)]
+            if not informed:
+                continue
+            if draw < profile.concurrent_views_probability and len(informed) > 1:
                 self._count("views:concurrent")
-                targets = rng.sample(self.nodes, 2)
+                targets = rng.sample(informed, 2)
                 for target in targets:
                     self.admin.propose(target, random_view(rng, self.nodes, profile.max_shards))
             elif draw < profile.concurrent_views_probability + profile.several_targets_probability:
                 self._count("views:several")
                 view = random_view(rng, self.nodes, profile.max_shards)
-                for target in rng.sample(self.nodes, rng.randint(1, len(self.nodes))):
+                for target in rng.sample(informed, rng.randint(1, len(informed))):
                     self.admin.propose(target, view)
             else:
                 self._count("views:single")
                 self.admin.propose(
-                    rng.choice(self.nodes), random_view(rng, self.nodes, profile.max_shards)
+                    rng.choice(informed), random_view(rng, self.nodes, profile.max_shards)
                 )
+
+
+def _knows_a_view(node: SimNode) -> bool:
+    replica = node._replica  # None while the node is down: not a target then
+    return replica is not None and (replica.view is not None or replica.highest_epoch > 0)
