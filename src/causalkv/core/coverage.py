@@ -59,6 +59,12 @@ class HandoffReport:
     complete: bool = True
     """The sender handed over every version it held for the receiver's keys (not
     just a delta above the receiver's clock, as it does for co-replicas)."""
+    scope: tuple[tuple[str, ...], int] | None = None
+    """For a second-hand report: the shard (the view's shard names, and the
+    index of the shard) whose keys it was received for. A report covers only the
+    keys its receiver owned in the view it was sent for, so a carried one counts
+    only towards shards whose keys all lie in that one (``shard_within``);
+    anywhere else it would vouch for keys it never saw."""
 
 
 def coverage_from_reports(reports: Iterable[HandoffReport]) -> Clock:

@@ -148,6 +148,11 @@ class WireReport(msgspec.Struct, array_like=True, frozen=True):
     source_shard_count: int
     source_incarnation: bytes
     known: WirePairs
+    scope_shard_names: list[str] = []
+    """The shard whose keys the report covers: the shard names of its view and
+    the shard's index (see ``HandoffReport.scope``). Empty when absent (the
+    receiver then ignores the report)."""
+    scope_shard: int = -1
 
 
 class TransferAck(msgspec.Struct, tag="transfer-ack", frozen=True):

@@ -76,3 +76,34 @@ class HashRing:
 
     def shard_name_for(self, key: str) -> str:
         return self.shard_names[self.shard_index_for(key)]
+
+
+_containment: dict[tuple[tuple[str, ...], int, tuple[str, ...], int], bool] = {}
+
+
+def shard_within(inner: HashRing, inner_shard: int, outer: HashRing, outer_shard: int) -> bool:
+    """True when every key ``inner`` places on ``inner_shard`` is one ``outer``
+    places on ``outer_shard`` (so a statement about all keys of the outer shard
+    holds for all keys of the inner one).
+
+    The union of both rings' points cuts the ring into arcs on which each ring
+    has a single owner; the test walks those arcs. Results are cached: a few
+    thousand bisections per pair of rings."""
+    if len(outer.shard_names) == 1:
+        return True
+    cache_key = (inner.shard_names, inner_shard, outer.shard_names, outer_shard)
+    cached = _containment.get(cache_key)
+    if cached is not None:
+        return cached
+    boundaries = sorted(set(inner._positions) | set(outer._positions))
+    # The arc past the last point wraps around to the first point's owner.
+    probes = boundaries + ([boundaries[-1] + 1] if boundaries[-1] < 2**64 - 1 else [])
+    result = all(
+        outer.shard_index_at(position) == outer_shard
+        for position in probes
+        if inner.shard_index_at(position) == inner_shard
+    )
+    if len(_containment) >= 256:
+        _containment.clear()
+    _containment[cache_key] = result
+    return result

@@ -37,6 +37,7 @@ proposal whose coordinators vanished drives it to commit itself after
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from causalkv.core.base import ReplicaBase
@@ -57,10 +58,11 @@ from causalkv.core.messages import (
     WireReport,
     WireVersion,
 )
+from causalkv.core.placement import ring_for, shard_within
 from causalkv.core.replication import chunk_versions
 from causalkv.core.requests import OperationResult, ResultKind
 from causalkv.core.token import Token
-from causalkv.core.view import View
+from causalkv.core.view import SHARDS_PER_VIEW_MAX, View
 from causalkv.core.wire import (
     PeerInputError,
     clock_from_pairs,
@@ -461,8 +463,15 @@ class ReconfigurationMixin(ReplicaBase):
         # once they acknowledge it; a stale copy must not outlive the owners'
         # tombstones. It also travels on with the next hand-off, with the reports
         # that vouch for it. Meanwhile no tombstone is collected here.
-        for origin, report in change.reports.items():
-            self._carry_report(origin, report)
+        scope_shard = (
+            None
+            if self.self_address is None
+            else change.proposal.shard_index_of_node(self.self_address)
+        )
+        if scope_shard is not None:
+            scope = (change.proposal.ring.shard_names, scope_shard)
+            for origin, report in change.reports.items():
+                self._carry_report(origin, report, scope)
         if change.reports or handed_off or self._holding_foreign_keys:
             # Copies of keys may sit on nodes that will not own them until those
             # nodes return them (well under a second normally).
@@ -472,31 +481,30 @@ class ReconfigurationMixin(ReplicaBase):
         self._meta_changed()
         self._retry_waiters()
 
-    def _carry_report(self, origin: str, report: HandoffReport) -> None:
+    def _carry_report(
+        self, origin: str, report: HandoffReport, scope: tuple[tuple[str, ...], int]
+    ) -> None:
+        """Keep ``report`` to pass on with the data. It was received for (or, if
+        second-hand, accepted as covering) the keys of ``scope``, this node's shard
+        in the abandoned proposal, and from now on vouches for those keys only."""
         name = (
             origin if origin.startswith("carried:") else f"carried:{origin}:{report.source_epoch}"
         )
-        carried = HandoffReport(
+        name = f"{name.split('@', 1)[0]}@{_scope_label(scope)}"
+        known = report.known
+        existing = self.carried_reports.get(name)
+        if existing is not None:
+            known = merge(existing.known, known)
+        self.carried_reports[name] = HandoffReport(
             report.source_epoch,
             report.source_view_tag,
             report.source_shard,
             report.source_incarnation,
-            report.known,
+            known,
             report.source_shard_count,
             first_hand=False,
+            scope=scope,
         )
-        existing = self.carried_reports.get(name)
-        if existing is not None:
-            carried = HandoffReport(
-                carried.source_epoch,
-                carried.source_view_tag,
-                carried.source_shard,
-                carried.source_incarnation,
-                merge(existing.known, carried.known),
-                carried.source_shard_count,
-                first_hand=False,
-            )
-        self.carried_reports[name] = carried
 
     def _transfers_done(self, target: ProposalKey) -> bool:
         return all(t.acked for k, t in self.outgoing.items() if k[1] == target)
@@ -547,8 +555,11 @@ class ReconfigurationMixin(ReplicaBase):
                 report.source_shard_count,
                 report.source_incarnation,
                 pairs_from_clock(report.known),
+                list(report.scope[0]) if report.scope else [],
+                report.scope[1] if report.scope else -1,
             )
             for name, report in sorted(self.carried_reports.items())
+            if report.scope is not None
         ]
         report_known = pairs_from_clock(self._relevant_known()) if current is not None else []
         source_epoch = 0 if current is None else current.epoch
@@ -954,7 +965,18 @@ class ReconfigurationMixin(ReplicaBase):
             if not name.startswith("carried:") or len(name) > 300:
                 self.counters.peer_input_rejected += 1
                 continue
-            carried = HandoffReport(
+            names = tuple(wire_report.scope_shard_names)
+            if not 0 <= wire_report.scope_shard < len(names) or len(names) > SHARDS_PER_VIEW_MAX:
+                self.counters.peer_input_rejected += 1
+                continue
+            scope = (names, wire_report.scope_shard)
+            if not shard_within(target.ring, my_shard, ring_for(names), wire_report.scope_shard):
+                # It vouches for the keys of another shard: of no use here.
+                continue
+            previous = reports.get(name)
+            if previous is not None:
+                carried_known = merge(previous.known, carried_known)
+            reports[name] = HandoffReport(
                 wire_report.source_epoch,
                 wire_report.source_view_tag,
                 wire_report.source_shard,
@@ -962,19 +984,8 @@ class ReconfigurationMixin(ReplicaBase):
                 carried_known,
                 wire_report.source_shard_count,
                 first_hand=False,
+                scope=scope,
             )
-            previous = reports.get(name)
-            if previous is not None:
-                carried = HandoffReport(
-                    carried.source_epoch,
-                    carried.source_view_tag,
-                    carried.source_shard,
-                    carried.source_incarnation,
-                    merge(previous.known, carried.known),
-                    carried.source_shard_count,
-                    first_hand=False,
-                )
-            reports[name] = carried
         if self.view is not None and self.view.proposal_key == target_key:
             self._recompute_coverage()
             self._retry_waiters()
@@ -1062,3 +1073,9 @@ class ReconfigurationMixin(ReplicaBase):
         """The visible value of a key on this replica (for inspection and tests)."""
         entry = self.store.entry(key)
         return None if entry is None else winner_of(entry).value
+
+
+def _scope_label(scope: tuple[tuple[str, ...], int]) -> str:
+    names, shard = scope
+    digest = hashlib.blake2b("\x00".join(names).encode(), digest_size=6).hexdigest()
+    return f"{digest}.{shard}"
