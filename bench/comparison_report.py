@@ -417,4 +417,18 @@ def scale_targets(path: Path) -> list[str]:
             f" measured, {figures.get('reshard_missing', '?')} missing afterwards)"
             f" | {reshard_s:.2f} s | {'**met**' if reshard_s < 10 else '**missed**'} |"
         )
+    heal_p99 = figures.get("heal_p99_ms")
+    if heal_p99 is not None:
+        rows.append(
+            f"| heal → every replica converged, 1,000 keys written during a partition: p99 < 1 s"
+            f" ({figures['heal_runs']} runs, real test hosts) | p50 {figures['heal_p50_ms']:.0f} ms,"
+            f" p99 {heal_p99:.0f} ms | {'**met**' if heal_p99 < 1000 else '**missed**'} |"
+        )
+    ack_p99 = figures.get("ack_p99_ms")
+    if ack_p99 is not None:
+        rows.append(
+            f"| write → every replica, healthy network: p99 < 50 ms ({figures['ack_runs']} writes)"
+            f" | p50 {figures['ack_p50_ms']:.1f} ms, p99 {ack_p99:.1f} ms"
+            f" | {'**met**' if ack_p99 < 50 else '**missed**'} |"
+        )
     return rows

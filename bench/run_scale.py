@@ -86,7 +86,7 @@ def main() -> None:
             (
                 "network",
                 "Partition heal → convergence; write → every replica (real test hosts)",
-                ["bench/network_faults.py", "--runs", "3" if options.quick else "10"],
+                ["bench/network_faults.py", "--runs", "3" if options.quick else "20"],
             )
         )
     figures: dict[str, object] = {}
@@ -127,6 +127,16 @@ def main() -> None:
                 figures["reshard_keys"] = reshard_keys
                 figures["reshard_s"] = float(match.group(1))
                 figures["reshard_missing"] = int(match.group(3))
+        elif name == "network":
+            for label, prefix in (
+                ("heal", r"\(a\) heal to convergence"),
+                ("ack", r"\(b\) ack to every replica"),
+            ):
+                match = re.search(prefix + r": n=(\d+) .*?p50 ([0-9.]+) .*?p99 ([0-9.]+)", output)
+                if match:
+                    figures[f"{label}_runs"] = int(match.group(1))
+                    figures[f"{label}_p50_ms"] = float(match.group(2))
+                    figures[f"{label}_p99_ms"] = float(match.group(3))
         elif name == "restart":
             match = re.search(r"median ([0-9.]+) s", output)
             if match:
