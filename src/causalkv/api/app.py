@@ -175,13 +175,8 @@ class Api:
             if method not in ("GET", "PUT", "DELETE"):
                 await self._method_not_allowed(send, "GET, PUT, DELETE")
                 return
-            if self.settings.client_token is not None:
-                refusal = self._authorization(
-                    scope, self.settings.client_token, self.settings.cluster_secret
-                )
-                if refusal:
-                    await self._refuse(send, refusal)
-                    return
+            if not await self._client_allowed(scope, send):
+                return
             body = await read_body(scope, receive, limit)
             siblings = b"siblings=1" in scope.get("query_string", b"")
             if prefix == "/data/":
@@ -192,13 +187,8 @@ class Api:
         if path.startswith("/inspect/key/"):
             from causalkv.api.status import key_inspection
 
-            if self.settings.client_token is not None:
-                refusal = self._authorization(
-                    scope, self.settings.client_token, self.settings.cluster_secret
-                )
-                if refusal:
-                    await self._refuse(send, refusal)
-                    return
+            if not await self._client_allowed(scope, send):
+                return
             raw = self._key_from_path(scope, "/inspect/key/")
             if isinstance(raw, bytes) or not raw:
                 await send_json(send, 400, {"error": "key must be non-empty UTF-8"})
@@ -229,26 +219,16 @@ class Api:
             if method != "GET":
                 await self._method_not_allowed(send, "GET")
                 return
-            if self.settings.client_token is not None:
-                refusal = self._authorization(
-                    scope, self.settings.client_token, self.settings.cluster_secret
-                )
-                if refusal:
-                    await self._refuse(send, refusal)
-                    return
+            if not await self._client_allowed(scope, send):
+                return
             body = await read_body(scope, receive, limit)
             await sharded.listing(self.runtime, send, body)
         elif path in ("/kvs/data", "/kvs/data/"):
             if method != "GET":
                 await self._method_not_allowed(send, "GET")
                 return
-            if self.settings.client_token is not None:
-                refusal = self._authorization(
-                    scope, self.settings.client_token, self.settings.cluster_secret
-                )
-                if refusal:
-                    await self._refuse(send, refusal)
-                    return
+            if not await self._client_allowed(scope, send):
+                return
             body = await read_body(scope, receive, limit)
             await synckv.listing(self.runtime, send, body)
         elif path == "/view":
@@ -343,6 +323,19 @@ class Api:
         for secret in configured:
             allowed |= hmac.compare_digest(value, b"Bearer " + secret.encode())
         return 0 if allowed else 403
+
+    async def _client_allowed(self, scope: Scope, send: Send) -> bool:
+        """Data endpoints: check the client token (when one is configured; the cluster
+        secret also opens them), answering the refusal if there is one."""
+        if self.settings.client_token is None:
+            return True
+        refusal = self._authorization(
+            scope, self.settings.client_token, self.settings.cluster_secret
+        )
+        if refusal:
+            await self._refuse(send, refusal)
+            return False
+        return True
 
     async def _refuse(self, send: Send, status: int) -> None:
         message = "missing credentials" if status == 401 else "wrong credentials"
