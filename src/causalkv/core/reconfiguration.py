@@ -38,7 +38,7 @@ proposal whose coordinators vanished drives it to commit itself after
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from causalkv.core.base import ReplicaBase
 from causalkv.core.clock import Clock, merge
@@ -495,15 +495,8 @@ class ReconfigurationMixin(ReplicaBase):
         existing = self.carried_reports.get(name)
         if existing is not None:
             known = merge(existing.known, known)
-        self.carried_reports[name] = HandoffReport(
-            report.source_epoch,
-            report.source_view_tag,
-            report.source_shard,
-            report.source_incarnation,
-            known,
-            report.source_shard_count,
-            first_hand=False,
-            scope=scope,
+        self.carried_reports[name] = replace(
+            report, known=known, first_hand=False, complete=True, scope=scope
         )
 
     def _transfers_done(self, target: ProposalKey) -> bool:
@@ -944,14 +937,9 @@ class ReconfigurationMixin(ReplicaBase):
             reports = {}
         existing = reports.get(sender)
         if existing is not None and existing.source_epoch == report.source_epoch:
-            report = HandoffReport(
-                report.source_epoch,
-                report.source_view_tag,
-                report.source_shard,
-                report.source_incarnation,
-                merge(existing.known, report.known),
-                report.source_shard_count,
-                report.first_hand,
+            report = replace(
+                report,
+                known=merge(existing.known, report.known),
                 complete=existing.complete and report.complete,
             )
         reports[sender] = report
