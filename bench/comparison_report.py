@@ -27,6 +27,7 @@ from comparison_tables import (
     systems_in,
     targets,
     throughput_table,
+    verdict,
 )
 
 from causalkv.bench.histogram import Histogram
@@ -394,11 +395,11 @@ def scale_targets(path: Path) -> list[str]:
     measured = ", ".join(f"{b} B with {d} dep(s)" for d, b in sorted(by_dependencies.items()))
     within = [d for d, b in sorted(by_dependencies.items()) if b < 300]
     if len(within) == len(by_dependencies):
-        verdict_text = "**met**"
+        verdict_text = verdict(True)
     elif within:
         verdict_text = f"**met** up to {max(within)} dependencies per version, **missed** beyond"
     else:
-        verdict_text = "**missed**"
+        verdict_text = verdict(False)
     rows = [
         f"| memory: < 300 B overhead per key at 1,000,000 keys ({keys:,} measured,"
         f" {figures.get('created', '?')}) | {measured} | {verdict_text} |"
@@ -408,27 +409,27 @@ def scale_targets(path: Path) -> list[str]:
         rows.append(
             f"| restart of a node holding 1,000,000 keys: < 10 s ({figures['restart_keys']:,}"
             f" measured) | median {restart_s:.2f} s to serving | "
-            f"{'**met**' if restart_s < 10 else '**missed**'} |"
+            f"{verdict(restart_s < 10)} |"
         )
     reshard_s = figures.get("reshard_s")
     if reshard_s is not None:
         rows.append(
             f"| reshard 100,000 keys from 2 to 3 shards: < 10 s ({figures['reshard_keys']:,}"
             f" measured, {figures.get('reshard_missing', '?')} missing afterwards)"
-            f" | {reshard_s:.2f} s | {'**met**' if reshard_s < 10 else '**missed**'} |"
+            f" | {reshard_s:.2f} s | {verdict(reshard_s < 10)} |"
         )
     heal_p99 = figures.get("heal_p99_ms")
     if heal_p99 is not None:
         rows.append(
             f"| heal → every replica converged, 1,000 keys written during a partition: p99 < 1 s"
             f" ({figures['heal_runs']} runs, real test hosts) | p50 {figures['heal_p50_ms']:.0f} ms,"
-            f" p99 {heal_p99:.0f} ms | {'**met**' if heal_p99 < 1000 else '**missed**'} |"
+            f" p99 {heal_p99:.0f} ms | {verdict(heal_p99 < 1000)} |"
         )
     ack_p99 = figures.get("ack_p99_ms")
     if ack_p99 is not None:
         rows.append(
             f"| write → every replica, healthy network: p99 < 50 ms ({figures['ack_runs']} writes)"
             f" | p50 {figures['ack_p50_ms']:.1f} ms, p99 {ack_p99:.1f} ms"
-            f" | {'**met**' if ack_p99 < 50 else '**missed**'} |"
+            f" | {verdict(ack_p99 < 50)} |"
         )
     return rows

@@ -32,7 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "benchmarks-scale.md"
 FIGURES = ROOT / "docs" / "benchmarks" / "scale.json"
-MEMORY_TARGET_BYTES = 300
 
 
 def _run(arguments: list[str]) -> tuple[str, float, int]:
