@@ -168,16 +168,22 @@ class ReplicaBase:
         """(persist id, own sequence) pairs not yet durable, in order."""
         self._durable_writer_seq = 0
         self.store_generation = 0
+        """Counts changes to the store: tells whether a hand-off computed earlier is stale."""
         self.tombstones_held_until_s = float("-inf")
         """After a change with hand-offs is abandoned, copies of keys may briefly live
         on nodes that will not own them: no tombstone is collected until then."""
-        """Counts changes to the store: tells whether a hand-off computed earlier is stale."""
+        self._hold_tombstones_from_first_step = False
+        """Set on a restart: the hold above is not persisted (and times do not carry
+        over a restart), so a restarted node holds its tombstones from its first step."""
 
     # -- steps ---------------------------------------------------------------------------------
 
     def _begin(self, now_s: float) -> _Step:
         assert self._step is None, "steps do not nest"
         self._step = _Step(now_s)
+        if self._hold_tombstones_from_first_step:
+            self._hold_tombstones_from_first_step = False
+            self.tombstones_held_until_s = now_s + self.settings.tombstone_hold_after_abandon_s
         return self._step
 
     @property

@@ -668,6 +668,10 @@ class ReconfigurationMixin(ReplicaBase):
         if restored:
             for sender, report in restored.items():
                 reports.setdefault(sender, report)
+        for stale_target in [t for t in self._restored_reports if t <= key]:
+            # Reports for a change this node was in when it stopped, superseded by
+            # this one: the data they describe is handed off with everything else.
+            del self._restored_reports[stale_target]
         old_view = self.view
         old_shard = self.shard_index
         if old_view is not None and old_shard is not None and self.self_address is not None:
@@ -1024,6 +1028,20 @@ class ReconfigurationMixin(ReplicaBase):
                 for chunk in transfer.chunks:
                     self._send(transfer.destination, chunk, after_persist)
         change = self.change
+        view = self.view
+        if (
+            change is None
+            and self._holding_foreign_keys
+            and view is not None
+            and not self.outgoing
+            and not any(target > view.proposal_key for target in self._restored_reports)
+        ):
+            # Keys this node holds without owning them, and no hand-off under way:
+            # a restart forgot the return of data received for an abandoned change.
+            # Return them to their owners, then drop them. (Not while this node may
+            # still be in a change it stopped in: that data is the new owners'.)
+            self._start_transfers(view)
+            self._drop_foreign_keys_if_handed_off()
         if (
             change is not None
             and now_s - change.started_s >= self.settings.change_takeover_s
