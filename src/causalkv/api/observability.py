@@ -548,6 +548,9 @@ class NodeCollector:
              counters.keys_transferred_out),
             ("causalkv_keys_transferred_in", "Versions received from old owners in view-change hand-offs.",
              counters.keys_transferred_in),
+            ("causalkv_stale_versions_dropped",
+             "Stale copies (from abandoned changes) dropped because their owner's hand-off superseded them.",
+             counters.stale_versions_dropped),
             ("causalkv_view_changes", "Views this node started serving.", counters.view_changes),
         ]  # fmt: skip
         for name, documentation, value in simple:

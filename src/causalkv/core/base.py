@@ -127,6 +127,8 @@ class Counters:
     tombstones_collected: int = 0
     keys_transferred_out: int = 0
     keys_transferred_in: int = 0
+    stale_versions_dropped: int = 0
+    """Versions a complete hand-off from their owner showed to be superseded."""
     view_changes: int = 0
 
 

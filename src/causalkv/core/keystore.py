@@ -288,6 +288,24 @@ class KeyStore:
             self.tombstone_keys.discard(key)
         return entry
 
+    def discard_versions(self, key: str, doomed: list[Version]) -> None:
+        """Drop some of a key's versions (ones found stale after a hand-off); the
+        key goes away if none is left."""
+        entry = self.entry(key)
+        if entry is None or not doomed:
+            return
+        kept = tuple(v for v in entry if v not in doomed)
+        if not kept:
+            self.remove(key)
+            return
+        was_live = not winner_of(entry).is_tombstone
+        self._entries[key] = _stored(kept)
+        for version in doomed:
+            self.value_bytes -= _size(key, version)
+            self._log_remove(version)
+        self.live_keys += int(not winner_of(kept).is_tombstone) - int(was_live)
+        self._track_tombstones(key, kept)
+
     def clear(self) -> None:
         """Forget everything (a node that reset or left the cluster)."""
         self._entries.clear()

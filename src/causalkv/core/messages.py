@@ -136,6 +136,8 @@ class TransferChunk(msgspec.Struct, tag="transfer", frozen=True):
     """Reports of the data the sender carries (first chunk only)."""
     complete: bool = True
     """Every version the sender holds for the receiver's keys, not a delta."""
+    source_shard_names: list[str] = []
+    """The shard names of the sender's view (first chunk only): which keys it owned."""
 
 
 class WireReport(msgspec.Struct, array_like=True, frozen=True):

@@ -58,7 +58,7 @@ from causalkv.core.messages import (
     WireReport,
     WireVersion,
 )
-from causalkv.core.placement import ring_for, shard_within
+from causalkv.core.placement import HashRing, ring_for, shard_within
 from causalkv.core.replication import chunk_versions
 from causalkv.core.requests import OperationResult, ResultKind
 from causalkv.core.token import Token
@@ -76,6 +76,24 @@ from causalkv.core.wire import (
 ProposalKey = tuple[int, bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerSnapshot:
+    """What a complete hand-off from a node that owned keys says about them: for
+    every key its shard owned in its view, it sent every version it held, and
+    its clock covers every version it ever held (or saw superseded)."""
+
+    ring: HashRing
+    shard: int
+    known: Clock
+
+    def rules_out(self, key: str, version: Version) -> bool:
+        """True when the sender owned ``key`` and its clock covers ``version``:
+        unless the sender handed that very version over, it is superseded."""
+        return self.known.get(version.writer, 0) >= version.seq and (
+            self.ring.shard_index_for(key) == self.shard
+        )
+
+
 @dataclass(slots=True)
 class PendingChange:
     proposal: View
@@ -83,6 +101,7 @@ class PendingChange:
     started_s: float
     coordinators: set[str] = field(default_factory=set)
     reports: dict[str, HandoffReport] = field(default_factory=dict)
+    snapshots: list[OwnerSnapshot] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -148,6 +167,9 @@ class Ledger:
 
     target: ProposalKey
     reports: dict[str, HandoffReport] = field(default_factory=dict)
+    snapshots: list[OwnerSnapshot] = field(default_factory=list)
+    """Of the transfers received for this view (not persisted: an optimisation
+    of safety, see ``_drop_ruled_out``, that a restart may lose)."""
 
 
 def _wire_or_none(view: View | None) -> object:
@@ -558,6 +580,7 @@ class ReconfigurationMixin(ReplicaBase):
         source_epoch = 0 if current is None else current.epoch
         source_digest = b"" if current is None else current.digest
         source_shard = -1 if old_shard is None else old_shard
+        source_names = [] if current is None else list(current.ring.shard_names)
         for address in target.all_addresses():
             if address == self.self_address:
                 continue
@@ -602,6 +625,7 @@ class ReconfigurationMixin(ReplicaBase):
                     sorted({wire.key for wire in chunk if wire.key in foreign_keys}),
                     carried if index == 0 else [],
                     complete,
+                    source_names if index == 0 else [],
                 )
                 for index, chunk in enumerate(chunks_of_versions)
             ]
@@ -652,8 +676,10 @@ class ReconfigurationMixin(ReplicaBase):
         key = proposal.proposal_key
         change = self.change
         reports: dict[str, HandoffReport] = {}
+        snapshots: list[OwnerSnapshot] = []
         if change is not None and change.proposal.proposal_key == key:
             reports = dict(change.reports)
+            snapshots = change.snapshots
             if self._transfers_stale(key):
                 # Data arrived after the hand-off was computed (late pushes, a
                 # straggler's hand-off): send the current state too, before any
@@ -668,6 +694,18 @@ class ReconfigurationMixin(ReplicaBase):
         if restored:
             for sender, report in restored.items():
                 reports.setdefault(sender, report)
+        my_new_shard = (
+            None if self.self_address is None else proposal.shard_index_of_node(self.self_address)
+        )
+        if my_new_shard is not None:
+            # Data this node carries from an abandoned change (often this very view,
+            # abandoned for a later proposal and then committed after all) is held
+            # here as surely as data handed off now: its reports count.
+            for name, carried in self.carried_reports.items():
+                if carried.scope is not None and shard_within(
+                    proposal.ring, my_new_shard, ring_for(carried.scope[0]), carried.scope[1]
+                ):
+                    reports.setdefault(name, carried)
         for stale_target in [t for t in self._restored_reports if t <= key]:
             # Reports for a change this node was in when it stopped, superseded by
             # this one: the data they describe is handed off with everything else.
@@ -686,7 +724,7 @@ class ReconfigurationMixin(ReplicaBase):
         for transfer_key in [k for k in self.outgoing if k[1] != key]:
             if self.change is None or transfer_key[1] != self.change.proposal.proposal_key:
                 del self.outgoing[transfer_key]
-        self.ledger = Ledger(key, reports)
+        self.ledger = Ledger(key, reports, snapshots)
         self.previous_view = old_view if old_view is not None else previous
         self._reset_replication()
         self.known = {}
@@ -698,6 +736,11 @@ class ReconfigurationMixin(ReplicaBase):
         self._meta_changed()
         assert self._step is not None
         self._step.output.view_changes.append(proposal.epoch)
+        if self.change is not None:
+            # The hand-off for the pending (later) change was computed under the
+            # view this node just left: its report says nothing of the keys it
+            # owns now. Hand off again from this view.
+            self._start_transfers(self.change.proposal)
         self._drop_foreign_keys_if_handed_off()
         self._retry_waiters()
 
@@ -899,9 +942,20 @@ class ReconfigurationMixin(ReplicaBase):
         )
         if committed is None or committed.proposal_key != target.proposal_key:
             self._holding_foreign_keys = True
+        snapshots = self._snapshots_for(target.proposal_key)
+        snapshot = self._owner_snapshot(first)
         for key, version in parsed:
             if target.shard_index_for_key(key) != my_shard:
                 self.counters.peer_input_rejected += 1
+                continue
+            if (
+                snapshots
+                and not self.store.has_dot(key, version.writer, version.seq)
+                and any(earlier.rules_out(key, version) for earlier in snapshots)
+            ):
+                # A node that owned the key handed it over without this version
+                # although its clock covers it: a stale copy (one carried through
+                # an abandoned change, say) that must not come back.
                 continue
             owned_now = (
                 committed is not None and committed.shard_index_for_key(key) == self.shard_index
@@ -918,6 +972,9 @@ class ReconfigurationMixin(ReplicaBase):
             if outcome.changed:
                 self._key_changed(key, affects_handoff=pending is None)
                 self.counters.keys_transferred_in += 1
+        if snapshot is not None and snapshots is not None:
+            snapshots.append(snapshot)
+            self._drop_ruled_out(snapshot, parsed, target, my_shard)
         source_view_tag = (
             int.from_bytes(first.source_digest[:2], "big") if first.source_digest else 0
         )
@@ -987,6 +1044,68 @@ class ReconfigurationMixin(ReplicaBase):
             TransferAck(first.epoch, first.digest, first.generation),
             self._step_persist_id(),
         )
+
+    def _snapshots_for(self, target: ProposalKey) -> list[OwnerSnapshot] | None:
+        if self.change is not None and self.change.proposal.proposal_key == target:
+            return self.change.snapshots
+        if self.ledger is not None and self.ledger.target == target:
+            return self.ledger.snapshots
+        return None
+
+    def _owner_snapshot(self, first: TransferChunk) -> OwnerSnapshot | None:
+        """The snapshot a transfer gives, if its sender owned keys and sent them all."""
+        names = first.source_shard_names
+        if (
+            not first.complete
+            or not names
+            or len(names) > SHARDS_PER_VIEW_MAX
+            or not 0 <= first.source_shard < len(names)
+            or len(names) != first.source_shard_count
+        ):
+            return None
+        try:
+            known = clock_from_pairs(first.known)
+            ring = ring_for(names)
+        except (PeerInputError, ValueError):
+            return None
+        return OwnerSnapshot(ring, first.source_shard, known)
+
+    def _drop_ruled_out(
+        self,
+        snapshot: OwnerSnapshot,
+        sent: list[tuple[str, Version]],
+        target: View,
+        my_shard: int,
+    ) -> None:
+        """Drop every version this node holds for its keys in ``target`` that
+        ``snapshot`` rules out: its sender owned the key, covers the version, and
+        did not send it (it saw it superseded, and may have collected the
+        tombstone that superseded it). Such versions reach a node second-hand:
+        kept for an abandoned change, or passed on by a node that held them."""
+        sent_dots: dict[str, set[tuple[bytes, int]]] = {}
+        for key, version in sent:
+            sent_dots.setdefault(key, set()).add((version.writer, version.seq))
+        known = snapshot.known
+        empty: set[tuple[bytes, int]] = set()
+        doomed_by_key: list[tuple[str, list[Version]]] = []
+        for key, entry in self.store.items():
+            dots = sent_dots.get(key, empty)
+            doomed = [
+                version
+                for version in entry
+                if known.get(version.writer, 0) >= version.seq
+                and (version.writer, version.seq) not in dots
+            ]
+            if (
+                doomed
+                and snapshot.ring.shard_index_for(key) == snapshot.shard
+                and target.shard_index_for_key(key) == my_shard
+            ):
+                doomed_by_key.append((key, doomed))
+        for key, doomed in doomed_by_key:
+            self.store.discard_versions(key, doomed)
+            self._key_changed(key)
+            self.counters.stale_versions_dropped += len(doomed)
 
     def _on_transfer_ack(self, sender: str, message: TransferAck) -> None:
         transfer = self.outgoing.get((sender, (message.epoch, message.digest), message.generation))
