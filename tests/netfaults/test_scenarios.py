@@ -99,6 +99,12 @@ def waiting_requests(node: Node) -> int:
     return int(reply.body["waiting_requests"])
 
 
+OUTCOME_UNKNOWN_BODY = {
+    "error": "the replica this write was forwarded to did not answer;"
+    " it may or may not have been applied"
+}
+
+
 def assert_dependency_timeout(record: OperationRecord, bound_s: float) -> None:
     assert record.status == 503, record
     assert record.result == DEPENDENCY_TIMEOUT_BODY, record
@@ -226,7 +232,13 @@ def test_forwarding_when_owning_shard_is_partly_or_wholly_unreachable(
     """Requests through a node of another shard: with one replica of the owning
     shard reachable they succeed through it; with none reachable they wait, then
     answer the timeout, while the forwarding node keeps answering /ping and its
-    own shard's keys at once."""
+    own shard's keys at once.
+
+    A write forwarded over a connection that goes silent may have been applied,
+    so it is not sent again elsewhere (that could apply it twice, the second
+    time after writes that depend on it): it answers 503 "outcome unknown".
+    That can happen once per replica cut off; after it the forwarder knows the
+    replica is unreachable and sends writes to the one that answers."""
     cluster = make_cluster(shards=(3, 3), causal_wait_s=SHORT_WAIT_S)
     o0, o1, o2, forwarder, _, _ = cluster.nodes
     keys = cluster.keys_for("s1", 4, "owned-by-s1")
@@ -238,9 +250,19 @@ def test_forwarding_when_owning_shard_is_partly_or_wholly_unreachable(
     # Partly unreachable: only o2 can be reached from the forwarder.
     cluster.network.partition([[forwarder.host], [o0.host, o1.host]])
     records = [operation(key) for key in keys for operation in (client.put, client.get)]
-    assert all(r.outcome == "ok" for r in records), records
-    slowest = max(r.elapsed_s for r in records)
-    print(f"forwarding with 2 of 3 owners unreachable: slowest request {slowest:.2f} s")
+    reads = [r for r in records if r.f == "get"]
+    writes = [r for r in records if r.f == "put"]
+    assert all(r.outcome == "ok" for r in reads), reads
+    unknown = [r for r in writes if r.outcome != "ok"]
+    assert all(r.outcome == "info" and r.status == 503 for r in unknown), unknown
+    assert len(unknown) <= 2, unknown
+    later = [client.put(key) for key in keys]
+    assert all(r.outcome == "ok" for r in later), later
+    slowest = max(r.elapsed_s for r in records + later)
+    print(
+        f"forwarding with 2 of 3 owners unreachable: {len(unknown)} write(s) of"
+        f" {len(writes)} answered 'outcome unknown'; slowest request {slowest:.2f} s"
+    )
 
     # Wholly unreachable: the request waits for the bound, the node stays responsive.
     cluster.network.partition([[forwarder.host], [o2.host]])
@@ -256,7 +278,12 @@ def test_forwarding_when_owning_shard_is_partly_or_wholly_unreachable(
             local_ok += 1
         time.sleep(0.05)
     record = blocked.result(1.0)
-    assert_dependency_timeout(record, SHORT_WAIT_S)
+    if record.result == OUTCOME_UNKNOWN_BODY:
+        # The forward went out on a pooled connection to o2 that fell silent.
+        assert record.status == 503, record
+        assert record.elapsed_s <= SHORT_WAIT_S + TIMEOUT_MARGIN_S, record
+    else:
+        assert_dependency_timeout(record, SHORT_WAIT_S)
     assert record.outcome == "info"
     assert len(ping_times) >= 5 and max(ping_times) < 1.0, ping_times
     assert local_ok >= 5

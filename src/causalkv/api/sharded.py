@@ -12,6 +12,9 @@ from causalkv.core.view import View, ViewError, parse_sharded_view
 from causalkv.runtime.node import NodeRuntime
 
 DEPENDENCY_TIMEOUT = "timed out while waiting for depended updates"
+OUTCOME_UNKNOWN = (
+    "the replica this write was forwarded to did not answer; it may or may not have been applied"
+)
 
 
 def _siblings(result: OperationResult) -> list[dict[str, object]]:
@@ -37,6 +40,8 @@ async def render_failure(send: Send, result: OperationResult) -> None:
         await send_json(send, 503, {"error": "too many waiting requests"}, [retry, reason])
     elif kind is ResultKind.BAD_REQUEST:
         await send_json(send, 400, {"error": result.detail or "bad request"}, [reason])
+    elif kind is ResultKind.OUTCOME_UNKNOWN:
+        await send_json(send, 503, {"error": OUTCOME_UNKNOWN}, [reason])
     else:
         message = f"the cluster is changing views ({kind.value}); retry"
         await send_json(send, 503, {"error": message}, [reason])

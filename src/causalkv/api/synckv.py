@@ -20,6 +20,9 @@ from causalkv.core.view import View, ViewError, parse_flat_view
 from causalkv.runtime.node import NodeRuntime
 
 DEPENDENCY_TIMEOUT = "timed out while waiting for depended updates"
+OUTCOME_UNKNOWN = (
+    "the replica this write was forwarded to did not answer; it may or may not have been applied"
+)
 BAD_REQUEST = {"error": "bad request"}
 UNINITIALIZED = {"error": "uninitialized"}
 
@@ -47,6 +50,8 @@ async def _render_failure(send: Send, result: OperationResult) -> None:
         await send_json(send, 503, {"error": "too many waiting requests"}, [(b"retry-after", b"1")])
     elif kind is ResultKind.BAD_REQUEST:
         await send_json(send, 400, BAD_REQUEST)
+    elif kind is ResultKind.OUTCOME_UNKNOWN:
+        await send_json(send, 503, {"error": OUTCOME_UNKNOWN}, [reason])
     else:
         await send_json(
             send, 503, {"error": f"the cluster is changing views ({kind.value}); retry"}

@@ -35,6 +35,10 @@ class ResultKind(enum.Enum):
     VIEW_CHANGE_TIMEOUT = "view-change-timeout"
     """The view change could not complete in time (it goes on in the background)."""
     BAD_REQUEST = "bad-request"
+    OUTCOME_UNKNOWN = "outcome-unknown"
+    """A forwarded write reached a replica that did not answer: it may or may not
+    have been applied. Sending it again elsewhere could apply it twice, the
+    second time after later writes that depend on it (see ``runtime/node.py``)."""
 
 
 @dataclass(slots=True)

@@ -24,6 +24,10 @@ class PeerUnavailable(ConnectionError):
     """The peer could not be reached or did not answer in time."""
 
 
+class NotDelivered(PeerUnavailable):
+    """The peer certainly did not act on the request (no connection, or it refused it)."""
+
+
 @dataclass(slots=True)
 class HttpResponse:
     status: int
@@ -86,7 +90,7 @@ class HttpClientPool:
                 self.connect_timeout_s,
             )
         except (OSError, TimeoutError, ValueError) as error:
-            raise PeerUnavailable(f"cannot connect to {address}: {error!r}") from error
+            raise NotDelivered(f"cannot connect to {address}: {error!r}") from error
         sock = writer.get_extra_info("socket")
         if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
             with contextlib.suppress(OSError):

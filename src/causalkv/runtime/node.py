@@ -31,7 +31,7 @@ from causalkv.core.requests import ClientRequest, Operation, OperationResult, Re
 from causalkv.core.token import Token, TokenError, decode_token_bytes, encode_token_bytes
 from causalkv.core.view import View
 from causalkv.core.wire import PeerInputError, validate_key
-from causalkv.runtime.http_client import HttpClientPool, PeerUnavailable
+from causalkv.runtime.http_client import HttpClientPool, NotDelivered, PeerUnavailable
 from causalkv.runtime.peer_protocol import (
     OPERATIONS,
     EnvelopeCall,
@@ -295,9 +295,18 @@ class NodeRuntime:
                 try:
                     reply = await self.transport.forward(address, call, remaining_s + 2.0)
                     result = result_from_reply(reply)
+                except NotDelivered as error:
+                    self.statistics.forward_failures += 1
+                    log.debug("forward to %s failed: %s", address, error)
+                    continue
                 except (PeerUnavailable, ValueError) as error:
                     self.statistics.forward_failures += 1
                     log.debug("forward to %s failed: %s", address, error)
+                    if request.operation in (Operation.PUT, Operation.DELETE):
+                        # It may have been applied: sending it again (there or to
+                        # another replica) could apply it a second time, after
+                        # writes that depend on it. The client decides.
+                        return OperationResult(ResultKind.OUTCOME_UNKNOWN)
                     continue
                 if result.kind in (ResultKind.NOT_MEMBER, ResultKind.NO_VIEW):
                     # Views differ mid-change: that replica left (or has not joined yet).

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from causalkv.core.messages import PeerMessage
-from causalkv.runtime.http_client import HttpClientPool, PeerUnavailable
+from causalkv.runtime.http_client import HttpClientPool, NotDelivered, PeerUnavailable
 from causalkv.runtime.peer_protocol import (
     PEER_CONTENT_TYPE,
     PEER_PATH,
@@ -175,7 +175,9 @@ class PeerTransport:
                 destination, "POST", PEER_PATH, encoder.encode(call), self._headers, timeout_s
             )
             if response.status != 200:
-                raise PeerUnavailable(f"{destination} answered {response.status} to a forward")
+                # The peer refused the call before running it (it answers every
+                # operation it ran with 200 and the result inside).
+                raise NotDelivered(f"{destination} answered {response.status} to a forward")
             reply = reply_decoder.decode(response.body)
         except (msgspec.DecodeError, RecursionError) as error:
             health.last_failure_s = time.monotonic()

@@ -65,7 +65,7 @@ from causalkv.runtime.peer_protocol import (
 from causalkv.sim.disk import DiskProfile, SimDisk
 from causalkv.sim.invariants import Invariants
 from causalkv.sim.loop import EventLoop, Process, SimFuture, Task
-from causalkv.sim.network import Network, PeerUnavailable
+from causalkv.sim.network import Network, NotDelivered, PeerUnavailable
 from causalkv.sim.trace import Trace
 
 ADDRESS_CHARS_MAX = 261
@@ -566,14 +566,19 @@ class SimNode:
                     )
                     status, payload = reply_body
                     if status != 200:
-                        raise PeerUnavailable(f"{address} answered {status} to a forward")
+                        raise NotDelivered(f"{address} answered {status} to a forward")
                     try:
                         reply = reply_decoder.decode(payload)
                     except msgspec.DecodeError as error:
                         raise PeerUnavailable(f"{address} sent a malformed reply") from error
                     result = result_from_reply(reply)
+                except NotDelivered:
+                    self.statistics.forward_failures += 1
+                    continue
                 except (PeerUnavailable, ValueError):
                     self.statistics.forward_failures += 1
+                    if request.operation in (Operation.PUT, Operation.DELETE):
+                        return OperationResult(ResultKind.OUTCOME_UNKNOWN)
                     continue
                 if result.kind is ResultKind.FORWARD:
                     return OperationResult(ResultKind.WRONG_SHARD)

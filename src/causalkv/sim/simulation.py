@@ -67,6 +67,7 @@ from causalkv.sim.workload import Client, ClientStatistics, WorkloadProfile, fin
 DEFAULT_CONVERGE_TIMEOUT_S = 60.0
 ADMIN_TIMEOUT_S = 65.0
 FINAL_READ_TIMEOUT_S = 10.0
+FINAL_READ_ATTEMPTS = 3
 SESSION_READ_TIMEOUT_S = 30.0
 
 
@@ -506,7 +507,9 @@ class Simulation:
             def done() -> bool:
                 return all(task.future.done() for task in finals)
 
-            self.loop.run_until(self.loop.now + FINAL_READ_TIMEOUT_S + 1.0, done)
+            self.loop.run_until(
+                self.loop.now + FINAL_READ_ATTEMPTS * (FINAL_READ_TIMEOUT_S + 1.0), done
+            )
             if self._failure is not None:
                 return self._result()
             if errors or not done():
@@ -692,6 +695,7 @@ class Simulation:
             covers=covers,
             trace=self.trace,
             timeout_s=FINAL_READ_TIMEOUT_S,
+            attempts=FINAL_READ_ATTEMPTS,
         )
         if error is not None:
             errors.append(error)

@@ -12,8 +12,8 @@ answer                 history
 OK / NOT_FOUND         ``ok`` (get: the value or null; list: the items, with
                        ``covers``: the workload keys the answering node's shard
                        owned); a delete that found nothing is ``fail``
-DEPENDENCY_TIMEOUT     ``fail`` for reads; ``info`` for writes (it may have been
-                       applied by the replica a forward reached)
+DEPENDENCY_TIMEOUT,    ``fail`` for reads; ``info`` for writes (it may have been
+OUTCOME_UNKNOWN        applied by the replica a forward reached)
 NO_VIEW, NOT_MEMBER,   ``fail``
 OVERLOADED, VIEW_*
 refused connection     ``fail`` (the request never reached a node)
@@ -245,7 +245,7 @@ class Client:
         elif kind is ResultKind.OK:
             self._complete("ok", what)
             recorder.ok(invocation, time_s=now)
-        elif kind is ResultKind.DEPENDENCY_TIMEOUT:
+        elif kind in (ResultKind.DEPENDENCY_TIMEOUT, ResultKind.OUTCOME_UNKNOWN):
             self._complete("info", f"{what}: {kind.value}")
             recorder.info(invocation, time_s=now)
         else:
@@ -263,20 +263,31 @@ async def final_list(
     covers: Sequence[str],
     trace: Trace,
     timeout_s: float,
+    attempts: int = 1,
 ) -> str | None:
-    """One final listing of ``node`` (fresh session); returns an error, or None if ok."""
+    """The final listing of ``node`` (fresh session); returns an error, or None if
+    ok. A list that times out is tried again, up to ``attempts`` times: on a
+    network whose messages are sometimes slowed 200-fold, one reply in a few
+    hundred takes longer than any fixed timeout, healed or not."""
     process = f"final-{node.address}"
-    invocation = recorder.invoke(process, "list", None, None, node.address, time_s=loop.now)
-    try:
-        reply = await network.call(
-            None,
-            node.address,
-            timeout_s,
-            lambda: node.serve_client(Operation.LIST, None, FRESH_TOKEN, None),
-        )
-    except PeerUnavailable as error:
-        recorder.info(invocation, time_s=loop.now)
-        return f"final list on {node.address} failed: {error}"
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            # A process whose operation ended "info" is not reused (as in Jepsen).
+            process = f"final-{node.address}#{attempt}"
+        invocation = recorder.invoke(process, "list", None, None, node.address, time_s=loop.now)
+        try:
+            reply = await network.call(
+                None,
+                node.address,
+                timeout_s,
+                lambda: node.serve_client(Operation.LIST, None, FRESH_TOKEN, None),
+            )
+            break
+        except PeerUnavailable as error:
+            recorder.info(invocation, time_s=loop.now)
+            if attempt == attempts:
+                return f"final list on {node.address} failed {attempts} times: {error}"
+            trace.record(process, f"final list timed out ({error}); trying again")
     if reply.kind is not ResultKind.OK:
         recorder.fail(invocation, time_s=loop.now)
         return f"final list on {node.address} answered {reply.kind.value}"
