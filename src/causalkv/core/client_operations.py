@@ -78,7 +78,9 @@ class ClientOperationsMixin(ReplicaBase):
         if operation is Operation.GET:
             self._execute_get(request)
         elif operation is Operation.LIST:
-            self._execute_list(request)
+            if not self._execute_list(request):
+                self._pull_missing()
+                return False
         else:
             if self._change_pending():
                 return False
@@ -153,21 +155,36 @@ class ClientOperationsMixin(ReplicaBase):
         result = OperationResult(ResultKind.OK, token=token, created=created)
         self._complete(request.request_id, result, persist_id)
 
-    def _execute_list(self, request: ClientRequest) -> None:
+    def _execute_list(self, request: ClientRequest) -> bool:
+        """Answer a listing, or return False (it waits) when it would not be a
+        causal cut: a version shown whose dependencies this replica has not all
+        applied. Pushes apply versions only once their dependencies are in, but
+        a hand-off delta from a co-replica lands at once (seed 50889: k9=p3-188
+        listed with k4=p3-182, though p3-188 followed p3-187)."""
         view = self.view
         assert view is not None
         token = request.token.copy()
         items: dict[str, str] = {}
         check_owner = self._may_hold_foreign_keys()
+        known = self.known
         for key, entry in self.store.items():
             if check_owner and view.shard_index_for_key(key) != self.shard_index:
                 continue
             winner = winner_of(entry)
+            # Its dependencies, and its writer's earlier writes (implied, not listed).
+            if known.get(winner.writer, 0) < winner.seq - 1 and not self._dependencies_applied(
+                ((winner.writer, winner.seq - 1),)
+            ):
+                return False
+            for writer, seq in winner.dep_items():
+                if known.get(writer, 0) < seq and not self._dependencies_applied(((writer, seq),)):
+                    return False
             token.absorb(winner.clock())
             if winner.value is not None:
                 items[key] = winner.value
         result = OperationResult(ResultKind.OK, token=token, items=items)
         self._complete(request.request_id, result, self._after_persist_for(token))
+        return True
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -577,6 +577,9 @@ class ReconfigurationMixin(ReplicaBase):
             if report.scope is not None
         ]
         report_known = pairs_from_clock(self._relevant_known()) if current is not None else []
+        report_own_seq = (
+            0 if current is None or self.writer is None else self.known.get(self.writer, 0)
+        )
         source_epoch = 0 if current is None else current.epoch
         source_digest = b"" if current is None else current.digest
         source_shard = -1 if old_shard is None else old_shard
@@ -629,11 +632,9 @@ class ReconfigurationMixin(ReplicaBase):
                 )
                 for index, chunk in enumerate(chunks_of_versions)
             ]
-            own_writer = self.writer
-            own_seq_max = max(
-                (v.seq for v in versions if own_writer is not None and v.writer == own_writer),
-                default=0,
-            )
+            # The report claims this node's own writes too: none may go out
+            # before it is durable, or a crash could make the claim a phantom.
+            own_seq_max = 0 if self.writer is None else report_own_seq
             transfer = OutgoingTransfer(
                 address,
                 target,
