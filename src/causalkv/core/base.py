@@ -170,7 +170,8 @@ class ReplicaBase:
         """(persist id, own sequence) pairs not yet durable, in order."""
         self._durable_writer_seq = 0
         self.store_generation = 0
-        """Counts changes to the store: tells whether a hand-off computed earlier is stale."""
+        """Counts changes to the store (and to the coverage of earlier views' writers):
+        tells whether a hand-off computed earlier is stale."""
         self.tombstones_held_until_s = float("-inf")
         """After a change with hand-offs is abandoned, copies of keys may briefly live
         on nodes that will not own them: no tombstone is collected until then."""

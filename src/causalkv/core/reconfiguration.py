@@ -756,6 +756,9 @@ class ReconfigurationMixin(ReplicaBase):
                 self.known[writer] = seq
                 changed = True
         if changed:
+            # A hand-off computed before carries a report with the old clock: the
+            # receivers' coverage would stop short of what this node now holds.
+            self.store_generation += 1
             self._meta_changed()
             self._drain_pending()
             self._retry_waiters()
