@@ -9,7 +9,8 @@ wait while a view change is in progress, so the hand-off never misses them.
 
 from __future__ import annotations
 
-from causalkv.core.base import ReplicaBase, TokenStatus, Waiter
+from causalkv.core.base import ReplicaBase, Scope, TokenStatus, Waiter
+from causalkv.core.clock import Clock
 from causalkv.core.keystore import Version, winner_of
 from causalkv.core.messages import Push, ViewQuery
 from causalkv.core.requests import (
@@ -157,10 +158,13 @@ class ClientOperationsMixin(ReplicaBase):
 
     def _execute_list(self, request: ClientRequest) -> bool:
         """Answer a listing, or return False (it waits) when it would not be a
-        causal cut: a version shown whose dependencies this replica has not all
-        applied. Pushes apply versions only once their dependencies are in, but
-        a hand-off delta from a co-replica lands at once (seed 50889: k9=p3-188
-        listed with k4=p3-182, though p3-188 followed p3-187)."""
+        causal cut: a version shown that depends on a write of this view's shard
+        (its writer's earlier writes included) not applied here yet. Pushes
+        apply versions only once their dependencies are in, but a hand-off delta
+        from a co-replica lands at once (seed 50889: k9=p3-188 listed with
+        k4=p3-182, though p3-188 followed p3-187). Writers of earlier views are
+        not waited for: their versions arrive by hand-off, whole, and this
+        replica's clock for them is a lower bound that may never be exact."""
         view = self.view
         assert view is not None
         token = request.token.copy()
@@ -171,19 +175,22 @@ class ClientOperationsMixin(ReplicaBase):
             if check_owner and view.shard_index_for_key(key) != self.shard_index:
                 continue
             winner = winner_of(entry)
-            # Its dependencies, and its writer's earlier writes (implied, not listed).
-            if known.get(winner.writer, 0) < winner.seq - 1 and not self._dependencies_applied(
-                ((winner.writer, winner.seq - 1),)
-            ):
+            if not self._local_dependencies_applied(winner, known):
                 return False
-            for writer, seq in winner.dep_items():
-                if known.get(writer, 0) < seq and not self._dependencies_applied(((writer, seq),)):
-                    return False
             token.absorb(winner.clock())
             if winner.value is not None:
                 items[key] = winner.value
         result = OperationResult(ResultKind.OK, token=token, items=items)
         self._complete(request.request_id, result, self._after_persist_for(token))
+        return True
+
+    def _local_dependencies_applied(self, version: Version, known: Clock) -> bool:
+        writer = version.writer
+        if known.get(writer, 0) < version.seq - 1 and self._scope(writer) is Scope.LOCAL:
+            return False
+        for dependency, seq in version.dep_items():
+            if known.get(dependency, 0) < seq and self._scope(dependency) is Scope.LOCAL:
+                return False
         return True
 
     # -- waiting ---------------------------------------------------------------------------------

@@ -583,7 +583,21 @@ class ReconfigurationMixin(ReplicaBase):
         source_epoch = 0 if current is None else current.epoch
         source_digest = b"" if current is None else current.digest
         source_shard = -1 if old_shard is None else old_shard
+        source_shard_count = 0 if current is None else len(current.shards)
+        source_incarnation = self.incarnation
         source_names = [] if current is None else list(current.ring.shard_names)
+        own_report = self._own_report_as_leaver()
+        if own_report is not None:
+            # This node left its shard in the view it serves but still holds that
+            # shard's data (a restart forgot the hand-off): hand it over with the
+            # report it made when it left, or nobody could vouch for its writes.
+            report_known = pairs_from_clock(own_report.known)
+            source_epoch = own_report.source_epoch
+            source_digest = own_report.source_view_tag.to_bytes(2, "big")  # read as the tag
+            source_shard = own_report.source_shard
+            source_shard_count = own_report.source_shard_count
+            source_incarnation = own_report.source_incarnation
+            source_names = []
         for address in target.all_addresses():
             if address == self.self_address:
                 continue
@@ -622,9 +636,9 @@ class ReconfigurationMixin(ReplicaBase):
                     source_epoch,
                     source_digest,
                     source_shard,
-                    self.incarnation,
+                    source_incarnation,
                     report_known,
-                    0 if current is None else len(current.shards),
+                    source_shard_count,
                     sorted({wire.key for wire in chunk if wire.key in foreign_keys}),
                     carried if index == 0 else [],
                     complete,
@@ -656,6 +670,24 @@ class ReconfigurationMixin(ReplicaBase):
             after_persist = self._transfer_after_persist(transfer)
             for chunk in chunks:
                 self._send(address, chunk, after_persist)
+
+    def _own_report_as_leaver(self) -> HandoffReport | None:
+        """The report this node made of its old shard when it committed a view
+        it is not a member of (kept in the ledger, so it survives a restart)."""
+        current = self.view
+        ledger = self.ledger
+        if (
+            current is None
+            or self.shard_index is not None
+            or ledger is None
+            or ledger.target != current.proposal_key
+            or self.self_address is None
+        ):
+            return None
+        report = ledger.reports.get(self.self_address)
+        if report is None or not report.first_hand or report.source_shard < 0:
+            return None
+        return report
 
     # -- participant: commit --------------------------------------------------------------------------
 
@@ -777,6 +809,11 @@ class ReconfigurationMixin(ReplicaBase):
                 assert self._step is not None
                 self._step.reset = True
                 self._step.dirty_keys.clear()
+            if self.ledger is not None and self.self_address is not None:
+                # The report this node made of the shard it left vouches for data
+                # it no longer holds: never send it again (see _own_report_as_leaver).
+                self.ledger.reports.pop(self.self_address, None)
+                self._meta_changed()
         else:
             foreign = [k for k in self.store if view.shard_index_for_key(k) != self.shard_index]
             for key in foreign:
