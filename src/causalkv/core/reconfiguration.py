@@ -1033,7 +1033,11 @@ class ReconfigurationMixin(ReplicaBase):
         reports: dict[str, HandoffReport]
         if self.change is not None and self.change.proposal.proposal_key == target_key:
             reports = self.change.reports
-        elif self.ledger is not None and self.ledger.target == target_key:
+        elif self.view is not None and self.view.proposal_key == target_key:
+            if self.ledger is None or self.ledger.target != target_key:
+                # A restart during a later change persisted that change's reports,
+                # not this view's ledger: start it again (coverage only grows).
+                self.ledger = Ledger(target_key)
             reports = self.ledger.reports
         else:
             reports = {}
