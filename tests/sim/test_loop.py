@@ -187,3 +187,21 @@ def test_duplication_and_reordering_deliver_extra_and_late_copies(rate: float) -
     loop.run_until(5.0)
     assert len(host.bodies) > 40
     assert [body[0] for body in host.bodies] != sorted(body[0] for body in host.bodies)
+
+
+def test_a_message_storm_is_reported_once_as_a_runaway() -> None:
+    """Seed 101268 once made two replicas answer every sync request with one of
+    their own, each round adding more: envelopes grew until memory ran out. The
+    network now reports a run whose peer traffic passes a cap (far above any
+    normal run) to the loop's ``on_runaway``, which the simulation turns into
+    a failure."""
+    loop, network = _network(NetworkProfile(0.001, 0.002))
+    a, b = _Host("a"), _Host("b")
+    network.hosts = {"a": a, "b": b}
+    reports: list[str] = []
+    loop.on_runaway = reports.append
+    network.envelope_bytes_max = 1000
+    for _ in range(5):
+        network.post_envelope("a", "b", b"x" * 300, 10.0, "test")
+    assert len(reports) == 1 and reports[0].startswith("runaway:"), reports
+    assert network.statistics["envelope_bytes"] == 1500

@@ -70,6 +70,8 @@ class ReplicationMixin(ReplicaBase):
     _last_anti_entropy_s: float
     _last_tombstone_collection_s: float
     peer_known: dict[str, Clock]
+    _sync_asked_s: dict[str, float]
+    """When this replica last asked each peer back for a sync (rate limit)."""
 
     def _init_replication(self) -> None:
         self._pending = {}
@@ -81,6 +83,7 @@ class ReplicationMixin(ReplicaBase):
         self._last_anti_entropy_s = float("-inf")
         self._last_tombstone_collection_s = float("-inf")
         self.peer_known = {}
+        self._sync_asked_s = {}
 
     def _reset_replication(self) -> None:
         """Forget per-view replication state (on a view change)."""
@@ -235,7 +238,15 @@ class ReplicationMixin(ReplicaBase):
                 )
                 self._send(sender, delta, after_persist)
         if behind_them:
-            self._request_sync_from((sender,))
+            # Ask back, but at most once per pull interval per peer: when neither
+            # side can close the gap (versions the other's clock covers but it
+            # no longer holds), answering every request with a request makes a
+            # ping-pong, and every anti-entropy round adds another ball to it
+            # until the messages eat the memory (seed 101268).
+            last_s = self._sync_asked_s.get(sender, float("-inf"))
+            if self.now_s - last_s >= self.settings.pull_interval_s:
+                self._sync_asked_s[sender] = self.now_s
+                self._request_sync_from((sender,))
 
     def _on_sync_delta(self, sender: str, message: SyncDelta) -> None:
         view = self.view

@@ -71,6 +71,10 @@ class Timer:
         self.cancelled = True
 
 
+PENDING_EVENTS_MAX = 500_000
+"""A run keeps a few hundred events queued; half a million means a storm."""
+
+
 class EventLoop:
     """Virtual time and a deterministic queue of events."""
 
@@ -80,6 +84,10 @@ class EventLoop:
         self._sequence = 0
         self.events_run = 0
         self.halted: str | None = None
+        self.pending_events_max = PENDING_EVENTS_MAX
+        self.on_runaway: Callable[[str], None] = self.halt
+        """Called once when more than ``pending_events_max`` events are queued: a
+        message storm that would otherwise eat the machine's memory."""
 
     # -- scheduling ------------------------------------------------------------------------------
 
@@ -127,6 +135,9 @@ class EventLoop:
             self.now = when
             self.events_run += 1
             timer.callback()
+            if len(heap) > self.pending_events_max:
+                self.pending_events_max = 2**62  # report once
+                self.on_runaway(f"runaway: {len(heap):,} events queued at {when:.3f}s")
             if stop is not None and stop():
                 return False
         if self.halted is not None:

@@ -302,6 +302,7 @@ class Simulation:
     ) -> None:
         self.options = options
         self.loop = EventLoop()
+        self.loop.on_runaway = self._runaway
         self.trace = Trace(self.loop, echo if callable(echo) else None)
         self.history_path = history_path
         if replica_class is None:
@@ -316,6 +317,9 @@ class Simulation:
         if self._failure is None:
             self._failure = (kind, message, details)
         self.loop.halt(message)
+
+    def _runaway(self, reason: str) -> None:
+        self._fail("runaway", reason, "a message storm: see the last trace lines")
 
     def _core_failure(self, node: SimNode, text: str) -> None:
         last = text.strip().splitlines()[-1] if text.strip() else "exception"
@@ -602,6 +606,13 @@ class Simulation:
             if replica.change is not None:
                 problems.append(
                     f"{node.address} has a pending change to {describe_view(replica.change.proposal)}"
+                )
+            proposing = [c for c in replica.coordinations.values() if c.committed_s is None]
+            if proposing:
+                # A PUT /view still being coordinated (re-proposed after losing a
+                # race, say) would change the view under the final reads.
+                problems.append(
+                    f"{node.address} still coordinates {describe_view(proposing[0].proposal)}"
                 )
             unacked = sorted(t.destination for t in replica.outgoing.values() if not t.acked)
             if unacked:
