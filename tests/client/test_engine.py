@@ -261,6 +261,22 @@ def test_dependency_timeout_and_bad_requests_are_not_retried() -> None:
     assert len(cluster.data_requests()) == 2
 
 
+def test_a_write_whose_forward_went_silent_is_not_sent_again() -> None:
+    """A node answers 503 "outcome unknown" when it forwarded the write and the
+    owner fell silent: the write may have been applied, so the client reports
+    it (maybe_applied) instead of sending it to another replica."""
+    cluster, engine = FakeCluster(), make_engine(retries=3)
+    unknown = {
+        "error": "the replica this write was forwarded to did not answer;"
+        " it may or may not have been applied"
+    }
+    cluster.override = lambda r: json_response(503, unknown) if r.path.startswith("/data") else None
+    with pytest.raises(Unavailable, match="outcome is unknown") as raised:
+        cluster.run(engine.put("k", "v"))
+    assert raised.value.maybe_applied
+    assert len(cluster.data_requests()) == 1
+
+
 def test_overload_honours_retry_after() -> None:
     cluster, engine = FakeCluster(), make_engine(backoff_max_s=0.5)
     answers = iter([json_response(503, {"error": "too many waiting requests"}, 3.0)])

@@ -62,6 +62,8 @@ from causalkv.core.wire import KEY_BYTES_MAX, VALUE_BYTES_MAX
 
 DEPENDENCY_TIMEOUT_TEXT = "timed out while waiting for depended updates"
 # 503 answers that mean "this node cannot serve the view you think it serves".
+OUTCOME_UNKNOWN_TEXT = "it may or may not have been applied"
+"""503 from a node whose forward of this write went silent (see docs/design.md)."""
 VIEW_TROUBLE_TEXTS = ("no view is installed", "not in the current view", "changing views")
 ERROR_TEXT_CHARS_MAX = 300
 
@@ -394,6 +396,10 @@ class Engine:
                 )
             self._raise_for_client_error(outcome, address, text, maybe_applied)
             failures.append(AttemptFailure(address, f"HTTP {status}: {text}"))
+            if status == 503 and write and OUTCOME_UNKNOWN_TEXT in text:
+                # The node forwarded the write and the owner went silent: it may
+                # have been applied. Sending it again could apply it twice.
+                raise Unavailable(f"{what}: the outcome is unknown", failures, maybe_applied=True)
             if status == 503 and any(trouble in text for trouble in VIEW_TROUBLE_TEXTS):
                 router.mark_stale()
                 if "changing views" not in text:

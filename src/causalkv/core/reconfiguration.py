@@ -849,7 +849,14 @@ class ReconfigurationMixin(ReplicaBase):
         if (
             coordination is not None
             and coordination.committed_s is None
-            and winner.proposal_key > coordination.proposal.proposal_key
+            and winner.proposal_key != coordination.proposal.proposal_key
+            and (
+                winner.proposal_key > coordination.proposal.proposal_key
+                # A committed view beats every proposal of its epoch or lower, even
+                # one with a higher digest: this one can never commit (seed 110108
+                # re-sent it forever).
+                or (message.winner_committed and winner.epoch >= coordination.proposal.epoch)
+            )
         ):
             self._fail_coordination(coordination, winner, message.winner_committed)
 
