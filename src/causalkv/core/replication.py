@@ -35,6 +35,9 @@ from causalkv.core.wire import (
 )
 from causalkv.core.writer import Writer
 
+SYNC_REQUESTS_TRACKED_MAX = 256
+"""Outstanding sync requests remembered; a reply to a forgotten one advances nothing."""
+
 
 @dataclass(slots=True)
 class _StagedDelta:
@@ -71,6 +74,8 @@ class ReplicationMixin(ReplicaBase):
     _last_tombstone_collection_s: float
     peer_known: dict[str, Clock]
     _sync_asked_s: dict[str, float]
+    _sync_requests: dict[int, Clock]
+    """The clock this replica reported with each outstanding sync request."""
     """When this replica last asked each peer back for a sync (rate limit)."""
 
     def _init_replication(self) -> None:
@@ -78,7 +83,10 @@ class ReplicationMixin(ReplicaBase):
         self._pending_count = 0
         self._staged_deltas = {}
         self._staged_delta_versions = 0
-        self._next_sync_request_id = 1
+        # Request ids differ between incarnations, so a reply to a request sent
+        # before a restart is never taken for a reply to one sent after it.
+        self._next_sync_request_id = int.from_bytes(self.incarnation[:4], "big") << 24
+        self._sync_requests = {}
         self._anti_entropy_cursor = 0
         self._last_anti_entropy_s = float("-inf")
         self._last_tombstone_collection_s = float("-inf")
@@ -87,6 +95,7 @@ class ReplicationMixin(ReplicaBase):
 
     def _reset_replication(self) -> None:
         """Forget per-view replication state (on a view change)."""
+        self._sync_requests.clear()
         self._pending.clear()
         self._pending_count = 0
         self._staged_deltas.clear()
@@ -175,10 +184,14 @@ class ReplicationMixin(ReplicaBase):
         view = self.view
         if view is None or not peers:
             return
-        known = pairs_from_clock(self._relevant_known())
+        reported = self._relevant_known()
+        known = pairs_from_clock(reported)
         for peer in peers:
             request_id = self._next_sync_request_id
             self._next_sync_request_id += 1
+            self._sync_requests[request_id] = reported
+            if len(self._sync_requests) > SYNC_REQUESTS_TRACKED_MAX:
+                del self._sync_requests[next(iter(self._sync_requests))]
             self._send(peer, SyncRequest(view.epoch, request_id, known))
 
     def _anti_entropy_tick(self) -> None:
@@ -287,8 +300,17 @@ class ReplicationMixin(ReplicaBase):
             if self._apply_replicated(key, version):
                 self.counters.versions_repaired += 1
             self.store.observe_lamport(version.lamport)
+        # The delta holds the versions between the clock this replica reported
+        # and the sender's: the clock may advance to the sender's only where
+        # this replica still holds all it reported. A crash can lose versions
+        # reported before it (not yet durable); advancing past them then would
+        # claim them forever (seed 122277). A reply to a request this
+        # incarnation did not send advances nothing.
+        reported = self._sync_requests.pop(message.request_id, None)
         advanced = False
         for writer, seq in their_known.items():
+            if reported is None or self.known.get(writer, 0) < reported.get(writer, 0):
+                continue
             if seq > self.known.get(writer, 0) and self._scope(writer) in (Scope.LOCAL, Scope.OLD):
                 self.known[writer] = seq
                 advanced = True
