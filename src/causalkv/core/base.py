@@ -176,8 +176,9 @@ class ReplicaBase:
         """After a change with hand-offs is abandoned, copies of keys may briefly live
         on nodes that will not own them: no tombstone is collected until then."""
         self._hold_tombstones_from_first_step = False
-        """Set on a restart: the hold above is not persisted (and times do not carry
-        over a restart), so a restarted node holds its tombstones from its first step."""
+        self._restored_tombstone_hold_s = 0.0
+        """On a restart: what remained of the hold above when it was last persisted
+        (clock readings do not carry over a restart), applied from the first step."""
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -186,7 +187,8 @@ class ReplicaBase:
         self._step = _Step(now_s)
         if self._hold_tombstones_from_first_step:
             self._hold_tombstones_from_first_step = False
-            self.tombstones_held_until_s = now_s + self.settings.tombstone_hold_after_abandon_s
+            if self._restored_tombstone_hold_s > 0:
+                self.tombstones_held_until_s = now_s + self._restored_tombstone_hold_s
         return self._step
 
     @property
@@ -202,7 +204,9 @@ class ReplicaBase:
         if step.dirty_keys or step.meta_dirty or step.reset or step.persist_id:
             persist_id = step.persist_id or self._allocate_persist_id()
             output.persist.append(
-                PersistBatch(persist_id, step.dirty_keys, self._durable_meta(), reset=step.reset)
+                PersistBatch(
+                    persist_id, step.dirty_keys, self._durable_meta(step.now_s), reset=step.reset
+                )
             )
             if self.writer is not None and self.writer_seq > self._durable_writer_seq:
                 self._own_persists.append((persist_id, self.writer_seq))
@@ -275,7 +279,7 @@ class ReplicaBase:
             return 0
         return self._after_persist_for(Token({writer: highest}))
 
-    def _durable_meta(self) -> DurableMeta:
+    def _durable_meta(self, now_s: float | None = None) -> DurableMeta:
         target, reports = self._reports_to_persist()
         return DurableMeta(
             incarnation=self.incarnation,
@@ -291,7 +295,15 @@ class ReplicaBase:
             handoff_target=target,
             handoff_reports=reports,
             carried_reports=self._carried_reports_to_persist(),
+            tombstone_hold_s=self._tombstone_hold_remaining_s(now_s),
         )
+
+    def _tombstone_hold_remaining_s(self, now_s: float | None) -> float:
+        if self._hold_tombstones_from_first_step:
+            return self._restored_tombstone_hold_s
+        if now_s is None or self.tombstones_held_until_s == float("-inf"):
+            return 0.0
+        return max(0.0, self.tombstones_held_until_s - now_s)
 
     # -- scopes and tokens ---------------------------------------------------------------------
 

@@ -42,10 +42,13 @@ class DurableMeta:
     handoff_target: tuple[int, bytes] | None = None
     """The view (epoch, digest) the reports below are for: pending or just committed."""
     handoff_reports: dict[str, HandoffReport] = field(default_factory=dict)
-    carried_reports: dict[str, HandoffReport] = field(default_factory=dict)
-    """Reports of hand-off data this node holds without owning it."""
     """Hand-off reports received: acknowledged transfers are never resent, so they
     must survive a restart or the node could never claim what they covered."""
+    carried_reports: dict[str, HandoffReport] = field(default_factory=dict)
+    """Reports of hand-off data this node holds without owning it."""
+    tombstone_hold_s: float = 0.0
+    """How much longer no tombstone may be collected (after an abandoned change),
+    as of this write: a restart holds at least that long again."""
 
 
 @dataclass(slots=True)

@@ -94,8 +94,9 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
         replica._holding_foreign_keys = meta.foreign_keys and len(replica.store) > 0
         replica._restore_reports(meta.handoff_target, meta.handoff_reports)
         replica.carried_reports = dict(meta.carried_reports)
-        # Whether this node abandoned a change shortly before it stopped is not
-        # persisted: copies of its keys may still live elsewhere, so hold.
+        # A hold after an abandoned change outlives a restart (seed 20888: the
+        # owner restarted, collected a delete, and a stale copy came back).
+        replica._restored_tombstone_hold_s = max(0.0, meta.tombstone_hold_s)
         replica._hold_tombstones_from_first_step = True
         return replica
 
