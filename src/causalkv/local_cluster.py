@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +71,25 @@ def http_json(
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def wait_for_ping(
+    url: str, timeout_s: float = 20.0, check: Callable[[], None] | None = None
+) -> None:
+    """Poll ``url``/ping until it answers 200; ``check`` runs before each try
+    (it may raise, say when the node's process has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        try:
+            status, _ = http_json("GET", f"{url}/ping", timeout_s=1.0)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer /ping in {timeout_s} s")
 
 
 @dataclass
@@ -133,20 +153,13 @@ class LocalNode:
         return code
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def still_running() -> None:
             if not self.is_running():
                 raise RuntimeError(
                     f"node {self.node_id} exited early; see {self.log_path}:\n" + self.log_tail()
                 )
-            try:
-                status, _ = http_json("GET", f"{self.url}/ping", timeout_s=1.0)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"node {self.node_id} did not answer /ping in {timeout_s} s")
+
+        wait_for_ping(self.url, timeout_s, still_running)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

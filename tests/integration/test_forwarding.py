@@ -22,15 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from causalkv.core.requests import DEPENDENCY_TIMEOUT_TEXT, OUTCOME_UNKNOWN_TEXT
 from causalkv.core.view import parse_sharded_view
 from causalkv.local_cluster import LocalCluster
+from tests.integration.conftest import running_cluster
 from tests.integration.http import get, put
 
 CAUSAL_WAIT_S = 2.0
-OUTCOME_UNKNOWN = (
-    "the replica this write was forwarded to did not answer; it may or may not have been applied"
-)
-DEPENDENCY_TIMEOUT = "timed out while waiting for depended updates"
 
 
 class BlackHole:
@@ -70,15 +68,8 @@ class BlackHole:
 
 @pytest.fixture
 def two_shards(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster(
-        2, 2, data_dir=tmp_path, storage="memory", extra_args=["--causal-wait-s", "2"]
-    )
-    try:
-        local.start()
-        local.install_view()
+    with running_cluster(2, 2, tmp_path, ["--causal-wait-s", str(CAUSAL_WAIT_S)]) as local:
         yield local
-    finally:
-        local.stop()
 
 
 def test_a_forwarded_write_that_may_have_been_applied_is_not_sent_again(
@@ -102,12 +93,12 @@ def test_a_forwarded_write_that_may_have_been_applied_is_not_sent_again(
     try:
         write = put(forwarder.address, key, "v2", metadata, timeout_s=30)
         assert write.status == 503, write.body
-        assert write.body == {"error": OUTCOME_UNKNOWN}, write.body
+        assert write.body == {"error": OUTCOME_UNKNOWN_TEXT}, write.body
         assert hole.bytes_received > 0 or hole.connections, "the forward never reached the owner"
 
         read = get(forwarder.address, key, metadata, timeout_s=30)
         assert read.status == 503, read.body
-        assert read.body == {"error": DEPENDENCY_TIMEOUT}, read.body
+        assert read.body == {"error": DEPENDENCY_TIMEOUT_TEXT}, read.body
     finally:
         hole.close()
 
@@ -115,4 +106,4 @@ def test_a_forwarded_write_that_may_have_been_applied_is_not_sent_again(
     # so the forwarder keeps trying until the bound and says so.
     refused = put(forwarder.address, key, "v3", metadata, timeout_s=30)
     assert refused.status == 503, refused.body
-    assert refused.body == {"error": DEPENDENCY_TIMEOUT}, refused.body
+    assert refused.body == {"error": DEPENDENCY_TIMEOUT_TEXT}, refused.body

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from causalkv.local_cluster import LocalCluster, free_ports, http_json
+from causalkv.local_cluster import LocalCluster, free_ports, http_json, wait_for_ping
 from tests.integration import http
 
 DEPENDENCY_TIMEOUT = {"error": "timed out while waiting for depended updates"}
@@ -188,7 +188,11 @@ def test_stall_is_released_by_replication(nodes: LocalCluster) -> None:
         target=lambda: result.update(r=kvs_get(b, "later", written.body["causal-metadata"]))
     )
     thread.start()
-    time.sleep(1.0)
+    # Release replication only once the read is actually waiting on b.
+    deadline = time.monotonic() + 10
+    while http.request(b, "GET", "/status").body["waiting_requests"] < 1:
+        assert time.monotonic() < deadline, "the read never started waiting"
+        time.sleep(0.02)
     http.request(a, "POST", "/debug/hold-outgoing", {"peers": []})
     thread.join(10)
     assert result["r"].status == 200 and result["r"].body["val"] == "v"
@@ -251,15 +255,7 @@ def test_seed_walkthrough(tmp_path: Path) -> None:
     )
     base = f"http://localhost:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if http_json("GET", f"{base}/ping", timeout_s=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "node did not start"
-            time.sleep(0.05)
+        wait_for_ping(base)
         status, body = http_json("PUT", f"{base}/kvs/admin/view", {"view": [f"localhost:{port}"]})
         assert status == 200, body
         status, body = http_json(
@@ -302,15 +298,7 @@ def test_nodes_recognise_themselves_under_unconfigured_names(tmp_path: Path) -> 
     names = [f"127.0.0.2:{port}" for port in ports]
     try:
         for port in ports:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if http_json("GET", f"http://127.0.0.1:{port}/ping", timeout_s=1)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_for_ping(f"http://127.0.0.1:{port}")
         status, body = http_json(
             "PUT", f"http://127.0.0.1:{ports[0]}/kvs/admin/view", {"view": names}, timeout_s=60
         )

@@ -6,15 +6,16 @@ from collections.abc import Awaitable, Callable
 
 from causalkv.api.http import Send, send_json
 from causalkv.api.requests_parsing import BadInput, parse_body, parse_key, parse_token, parse_value
-from causalkv.core.requests import Operation, OperationResult, ResultKind
+from causalkv.core.requests import (
+    DEPENDENCY_TIMEOUT_TEXT,
+    OUTCOME_UNKNOWN_TEXT,
+    Operation,
+    OperationResult,
+    ResultKind,
+)
 from causalkv.core.token import encode_token
 from causalkv.core.view import View, ViewError, parse_sharded_view
 from causalkv.runtime.node import NodeRuntime
-
-DEPENDENCY_TIMEOUT = "timed out while waiting for depended updates"
-OUTCOME_UNKNOWN = (
-    "the replica this write was forwarded to did not answer; it may or may not have been applied"
-)
 
 
 def _siblings(result: OperationResult) -> list[dict[str, object]]:
@@ -34,14 +35,14 @@ async def render_failure(send: Send, result: OperationResult) -> None:
     elif kind is ResultKind.NOT_MEMBER:
         await send_json(send, 503, {"error": "this node is not in the current view"}, [reason])
     elif kind is ResultKind.DEPENDENCY_TIMEOUT:
-        await send_json(send, 503, {"error": DEPENDENCY_TIMEOUT}, [reason])
+        await send_json(send, 503, {"error": DEPENDENCY_TIMEOUT_TEXT}, [reason])
     elif kind is ResultKind.OVERLOADED:
         retry = (b"retry-after", b"1")
         await send_json(send, 503, {"error": "too many waiting requests"}, [retry, reason])
     elif kind is ResultKind.BAD_REQUEST:
         await send_json(send, 400, {"error": result.detail or "bad request"}, [reason])
     elif kind is ResultKind.OUTCOME_UNKNOWN:
-        await send_json(send, 503, {"error": OUTCOME_UNKNOWN}, [reason])
+        await send_json(send, 503, {"error": OUTCOME_UNKNOWN_TEXT}, [reason])
     else:
         message = f"the cluster is changing views ({kind.value}); retry"
         await send_json(send, 503, {"error": message}, [reason])

@@ -14,15 +14,17 @@ from causalkv.api.requests_parsing import (
     parse_value,
 )
 from causalkv.api.sharded import reason_header
-from causalkv.core.requests import Operation, OperationResult, ResultKind
+from causalkv.core.requests import (
+    DEPENDENCY_TIMEOUT_TEXT,
+    OUTCOME_UNKNOWN_TEXT,
+    Operation,
+    OperationResult,
+    ResultKind,
+)
 from causalkv.core.token import encode_token
 from causalkv.core.view import View, ViewError, parse_flat_view
 from causalkv.runtime.node import NodeRuntime
 
-DEPENDENCY_TIMEOUT = "timed out while waiting for depended updates"
-OUTCOME_UNKNOWN = (
-    "the replica this write was forwarded to did not answer; it may or may not have been applied"
-)
 BAD_REQUEST = {"error": "bad request"}
 UNINITIALIZED = {"error": "uninitialized"}
 
@@ -45,13 +47,13 @@ async def _render_failure(send: Send, result: OperationResult) -> None:
     if kind in (ResultKind.NO_VIEW, ResultKind.NOT_MEMBER):
         await send_json(send, 418, UNINITIALIZED, [reason])
     elif kind is ResultKind.DEPENDENCY_TIMEOUT:
-        await send_json(send, 500, {"error": DEPENDENCY_TIMEOUT}, [reason])
+        await send_json(send, 500, {"error": DEPENDENCY_TIMEOUT_TEXT}, [reason])
     elif kind is ResultKind.OVERLOADED:
         await send_json(send, 503, {"error": "too many waiting requests"}, [(b"retry-after", b"1")])
     elif kind is ResultKind.BAD_REQUEST:
         await send_json(send, 400, BAD_REQUEST)
     elif kind is ResultKind.OUTCOME_UNKNOWN:
-        await send_json(send, 503, {"error": OUTCOME_UNKNOWN}, [reason])
+        await send_json(send, 503, {"error": OUTCOME_UNKNOWN_TEXT}, [reason])
     else:
         await send_json(
             send, 503, {"error": f"the cluster is changing views ({kind.value}); retry"}

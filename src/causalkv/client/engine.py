@@ -57,13 +57,11 @@ from causalkv.client.results import NodeProbe, Reading, ShardListing, Sibling
 from causalkv.client.routing import Router
 from causalkv.client.session import Session
 from causalkv.client.settings import ClientSettings
+from causalkv.core.requests import DEPENDENCY_TIMEOUT_TEXT, OUTCOME_UNKNOWN_TEXT
 from causalkv.core.view import View, ViewError, parse_sharded_view
 from causalkv.core.wire import KEY_BYTES_MAX, VALUE_BYTES_MAX
 
-DEPENDENCY_TIMEOUT_TEXT = "timed out while waiting for depended updates"
 # 503 answers that mean "this node cannot serve the view you think it serves".
-OUTCOME_UNKNOWN_TEXT = "it may or may not have been applied"
-"""503 from a node whose forward of this write went silent (see docs/design.md)."""
 VIEW_TROUBLE_TEXTS = ("no view is installed", "not in the current view", "changing views")
 ERROR_TEXT_CHARS_MAX = 300
 

@@ -175,20 +175,18 @@ class ReplicaBase:
         self.tombstones_held_until_s = float("-inf")
         """After a change with hand-offs is abandoned, copies of keys may briefly live
         on nodes that will not own them: no tombstone is collected until then."""
-        self._hold_tombstones_from_first_step = False
-        self._restored_tombstone_hold_s = 0.0
+        self._restored_tombstone_hold_s: float | None = None
         """On a restart: what remained of the hold above when it was last persisted
-        (clock readings do not carry over a restart), applied from the first step."""
+        (clock readings do not carry over a restart); applied at the first step."""
 
     # -- steps ---------------------------------------------------------------------------------
 
     def _begin(self, now_s: float) -> _Step:
         assert self._step is None, "steps do not nest"
         self._step = _Step(now_s)
-        if self._hold_tombstones_from_first_step:
-            self._hold_tombstones_from_first_step = False
-            if self._restored_tombstone_hold_s > 0:
-                self.tombstones_held_until_s = now_s + self._restored_tombstone_hold_s
+        if self._restored_tombstone_hold_s is not None:
+            self.tombstones_held_until_s = now_s + self._restored_tombstone_hold_s
+            self._restored_tombstone_hold_s = None
         return self._step
 
     @property
@@ -299,7 +297,7 @@ class ReplicaBase:
         )
 
     def _tombstone_hold_remaining_s(self, now_s: float | None) -> float:
-        if self._hold_tombstones_from_first_step:
+        if self._restored_tombstone_hold_s is not None:
             return self._restored_tombstone_hold_s
         if now_s is None or self.tombstones_held_until_s == float("-inf"):
             return 0.0

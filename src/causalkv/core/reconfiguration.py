@@ -1137,7 +1137,6 @@ class ReconfigurationMixin(ReplicaBase):
         sent_dots: dict[str, set[tuple[bytes, int]]] = {}
         for key, version in sent:
             sent_dots.setdefault(key, set()).add((version.writer, version.seq))
-        known = snapshot.known
         empty: set[tuple[bytes, int]] = set()
         doomed_by_key: list[tuple[str, list[Version]]] = []
         for key, entry in self.store.items():
@@ -1145,14 +1144,9 @@ class ReconfigurationMixin(ReplicaBase):
             doomed = [
                 version
                 for version in entry
-                if known.get(version.writer, 0) >= version.seq
-                and (version.writer, version.seq) not in dots
+                if (version.writer, version.seq) not in dots and snapshot.rules_out(key, version)
             ]
-            if (
-                doomed
-                and snapshot.ring.shard_index_for(key) == snapshot.shard
-                and target.shard_index_for_key(key) == my_shard
-            ):
+            if doomed and target.shard_index_for_key(key) == my_shard:
                 doomed_by_key.append((key, doomed))
         for key, doomed in doomed_by_key:
             self.store.discard_versions(key, doomed)

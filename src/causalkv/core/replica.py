@@ -97,7 +97,6 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
         # A hold after an abandoned change outlives a restart (seed 20888: the
         # owner restarted, collected a delete, and a stale copy came back).
         replica._restored_tombstone_hold_s = max(0.0, meta.tombstone_hold_s)
-        replica._hold_tombstones_from_first_step = True
         return replica
 
     # -- inputs ------------------------------------------------------------------------------------

@@ -18,6 +18,20 @@ class Operation(enum.Enum):
     DELETE = "delete"
     LIST = "list"
 
+    @property
+    def is_write(self) -> bool:
+        """Writes are not idempotent: one that may have been applied is never
+        sent again (see ``ResultKind.OUTCOME_UNKNOWN``)."""
+        return self is Operation.PUT or self is Operation.DELETE
+
+
+DEPENDENCY_TIMEOUT_TEXT = "timed out while waiting for depended updates"
+"""The error both HTTP dialects answer a causal-wait timeout with (SPEC)."""
+OUTCOME_UNKNOWN_TEXT = (
+    "the replica this write was forwarded to did not answer; it may or may not have been applied"
+)
+"""The error both HTTP dialects answer ``ResultKind.OUTCOME_UNKNOWN`` with."""
+
 
 class ResultKind(enum.Enum):
     OK = "ok"

@@ -302,7 +302,7 @@ class NodeRuntime:
                 except (PeerUnavailable, ValueError) as error:
                     self.statistics.forward_failures += 1
                     log.debug("forward to %s failed: %s", address, error)
-                    if request.operation in (Operation.PUT, Operation.DELETE):
+                    if request.operation.is_write:
                         # It may have been applied: sending it again (there or to
                         # another replica) could apply it a second time, after
                         # writes that depend on it. The client decides.

@@ -577,7 +577,7 @@ class SimNode:
                     continue
                 except (PeerUnavailable, ValueError):
                     self.statistics.forward_failures += 1
-                    if request.operation in (Operation.PUT, Operation.DELETE):
+                    if request.operation.is_write:
                         return OperationResult(ResultKind.OUTCOME_UNKNOWN)
                     continue
                 if result.kind is ResultKind.FORWARD:
