@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from causalkv.core.base import ReplicaSettings
@@ -26,6 +27,8 @@ class LocalCluster:
     settings: ReplicaSettings = field(default_factory=ReplicaSettings)
     now_s: float = 0.0
     blocked: set[tuple[str, str]] = field(default_factory=set)
+    dropping: Callable[[str, str, PeerMessage], bool] | None = None
+    """Drops the messages (sender, destination, message) it returns True for."""
 
     def __post_init__(self) -> None:
         self.replicas = {
@@ -51,6 +54,8 @@ class LocalCluster:
             steps += 1
             sender, destination, message = self.queue.popleft()
             if (sender, destination) in self.blocked or destination not in self.replicas:
+                continue
+            if self.dropping is not None and self.dropping(sender, destination, message):
                 continue
             envelope = Envelope(sender, destination, self._epoch(sender), [message])
             self._carry(destination, self.replicas[destination].receive(self.now_s, envelope))

@@ -27,20 +27,24 @@ def test_regression_seed_passes(command: str) -> None:
     assert result.ok, failure_report(result)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            command, marks=pytest.mark.xfail(strict=True, reason=command.split("#", 1)[-1])
-        )
-        for command in _commands("known_failing_seeds.txt")
-    ],
-    ids=_id,
-)
-def test_known_failing_seed(command: str) -> None:
-    result = run_seed(SimOptions.from_command(command))
-    assert result.ok, failure_report(result)
+KNOWN_FAILING = _commands("known_failing_seeds.txt")
+
+if KNOWN_FAILING:  # empty while no known bug is open
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(
+        "command",
+        [
+            pytest.param(
+                command, marks=pytest.mark.xfail(strict=True, reason=command.split("#", 1)[-1])
+            )
+            for command in KNOWN_FAILING
+        ],
+        ids=_id,
+    )
+    def test_known_failing_seed(command: str) -> None:
+        result = run_seed(SimOptions.from_command(command))
+        assert result.ok, failure_report(result)
 
 
 def test_replay_commands_round_trip() -> None:

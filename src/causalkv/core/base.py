@@ -38,6 +38,12 @@ from causalkv.core.writer import (
 )
 
 
+ACQUAINTANCES_MAX = 256
+"""Most acquaintances a node keeps (the oldest are forgotten first)."""
+DEPARTURES_MAX = 8
+"""Most departure reports a node keeps (see ``ReplicaBase.departures``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaSettings:
     """Timing and limits of one replica. All durations are in seconds of the
@@ -51,6 +57,9 @@ class ReplicaSettings:
     view_query_interval_s: float = 0.5
     view_gossip_interval_s: float = 1.0
     """How often a node asks one other node which view it serves."""
+    acquaintance_gossip_interval_s: float = 5.0
+    """How often a node asks one acquaintance (see ``ReplicaBase.acquaintances``)
+    which view it serves."""
     view_change_retry_s: float = 0.3
     transfer_retry_s: float = 3.0
     straggler_wait_s: float = 5.0
@@ -79,6 +88,7 @@ class ReplicaSettings:
             "view_change_retry_s": self.view_change_retry_s,
             "transfer_retry_s": self.transfer_retry_s,
             "straggler_wait_s": self.straggler_wait_s,
+            "acquaintance_gossip_interval_s": self.acquaintance_gossip_interval_s,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -178,6 +188,16 @@ class ReplicaBase:
         self._restored_tombstone_hold_s: float | None = None
         """On a restart: what remained of the hold above when it was last persisted
         (clock readings do not carry over a restart); applied at the first step."""
+        self.departures: dict[int, HandoffReport] = {}
+        """The reports this node made of the shards it left (by the epoch of the
+        view it left), kept while it still holds that data: every hand-off it
+        sends passes them on, so the data's next owners can vouch for it even if
+        the hand-off that first carried them was lost (seed 20206)."""
+        self.acquaintances: dict[str, None] = {}
+        """Nodes that proposals named while this node served no view, and that no
+        view it served has named since (insertion-ordered, bounded). Two first
+        views committed at once over disjoint members share no view to gossip
+        through; asking these nodes now and then is how such clusters meet."""
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -294,6 +314,8 @@ class ReplicaBase:
             handoff_reports=reports,
             carried_reports=self._carried_reports_to_persist(),
             tombstone_hold_s=self._tombstone_hold_remaining_s(now_s),
+            acquaintances=tuple(self.acquaintances),
+            departures=dict(self.departures),
         )
 
     def _tombstone_hold_remaining_s(self, now_s: float | None) -> float:
@@ -375,6 +397,9 @@ class ReplicaBase:
             self.writer_seq = 0
         if view is not None and view.epoch > self.highest_epoch:
             self.highest_epoch = view.epoch
+        if view is not None and self.acquaintances:
+            for address in view.all_addresses():
+                self.acquaintances.pop(address, None)
 
     def shard_peers(self) -> tuple[str, ...]:
         """The other replicas of this node's shard in the served view."""

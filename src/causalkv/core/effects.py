@@ -49,6 +49,10 @@ class DurableMeta:
     tombstone_hold_s: float = 0.0
     """How much longer no tombstone may be collected (after an abandoned change),
     as of this write: a restart holds at least that long again."""
+    departures: dict[int, HandoffReport] = field(default_factory=dict)
+    """Reports of the shards the node left, while it holds their data."""
+    acquaintances: tuple[str, ...] = ()
+    """Nodes met in proposals before any view was served (``ReplicaBase.acquaintances``)."""
 
 
 @dataclass(slots=True)

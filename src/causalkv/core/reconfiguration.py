@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from causalkv.core.base import ReplicaBase
+from causalkv.core.base import ACQUAINTANCES_MAX, DEPARTURES_MAX, ReplicaBase
 from causalkv.core.clock import Clock, merge
 from causalkv.core.coverage import HandoffReport, coverage_from_reports
 from causalkv.core.keystore import Version, winner_of
@@ -190,6 +190,8 @@ class ReconfigurationMixin(ReplicaBase):
     peer_known: dict[str, Clock]
     _gossip_cursor: int
     _last_view_gossip_s: float
+    _acquaintance_cursor: int
+    _last_acquaintance_gossip_s: float
     _restored_reports: dict[ProposalKey, dict[str, HandoffReport]]
     _transfer_basis: dict[ProposalKey, int]
     """The store generation each target's hand-off was computed from."""
@@ -210,6 +212,8 @@ class ReconfigurationMixin(ReplicaBase):
         self._newer_view_sent_s = {}
         self._gossip_cursor = 0
         self._last_view_gossip_s = float("-inf")
+        self._acquaintance_cursor = 0
+        self._last_acquaintance_gossip_s = float("-inf")
         self._restored_reports = {}
         self._transfer_basis = {}
         self.carried_reports = {}
@@ -266,6 +270,7 @@ class ReconfigurationMixin(ReplicaBase):
 
     def _propose(self, request_id: int, view: View) -> None:
         current = self.view
+        self._meet(view)
         if current is not None and view.same_content(current) and self.change is None:
             for address in current.all_addresses():
                 self._send_newer_view(address, force=True)
@@ -426,6 +431,7 @@ class ReconfigurationMixin(ReplicaBase):
         coordinator = message.coordinator or sender
         key = proposal.proposal_key
         current = self.view
+        self._meet(proposal, previous, coordinator)
         if current is not None and proposal.epoch <= current.epoch:
             # A committed view beats any proposal of the same or a lower epoch.
             if key == current.proposal_key:
@@ -598,6 +604,22 @@ class ReconfigurationMixin(ReplicaBase):
             source_shard_count = own_report.source_shard_count
             source_incarnation = own_report.source_incarnation
             source_names = []
+        # The reports of shards this node left and whose data it still holds go
+        # along too: the hand-off that first carried them may never have arrived
+        # (its receiver was down, then this node restarted and forgot it).
+        carried.extend(
+            WireReport(
+                f"departed:{epoch}",
+                report.source_epoch,
+                report.source_view_tag,
+                report.source_shard,
+                report.source_shard_count,
+                report.source_incarnation,
+                pairs_from_clock(report.known),
+            )
+            for epoch, report in sorted(self.departures.items())
+            if report != own_report
+        )
         for address in target.all_addresses():
             if address == self.self_address:
                 continue
@@ -746,7 +768,7 @@ class ReconfigurationMixin(ReplicaBase):
         old_view = self.view
         old_shard = self.shard_index
         if old_view is not None and old_shard is not None and self.self_address is not None:
-            reports[self.self_address] = HandoffReport(
+            departure = HandoffReport(
                 old_view.epoch,
                 old_view.view_tag,
                 old_shard,
@@ -754,6 +776,11 @@ class ReconfigurationMixin(ReplicaBase):
                 self._relevant_known(),
                 len(old_view.shards),
             )
+            reports[self.self_address] = departure
+            if len(self.store):
+                self.departures[old_view.epoch] = departure
+                while len(self.departures) > DEPARTURES_MAX:
+                    del self.departures[min(self.departures)]
         for transfer_key in [k for k in self.outgoing if k[1] != key]:
             if self.change is None or transfer_key[1] != self.change.proposal.proposal_key:
                 del self.outgoing[transfer_key]
@@ -820,8 +847,10 @@ class ReconfigurationMixin(ReplicaBase):
                 self.store.remove(key)
                 self._key_changed(key)
         self._holding_foreign_keys = False
-        # What this node carried is with its owners now.
+        # What this node carried, and the data of shards it left, are with their
+        # owners now.
         self.carried_reports.clear()
+        self.departures.clear()
 
     def _on_commit_ack(self, sender: str, message: CommitAck) -> None:
         coordination = self.coordinations.get((message.epoch, message.digest))
@@ -841,6 +870,7 @@ class ReconfigurationMixin(ReplicaBase):
         except PeerInputError:
             self.counters.peer_input_rejected += 1
             return
+        self._meet(winner, None, sender)
         if message.winner_committed:
             current = self.view
             if current is None or winner.proposal_key > current.proposal_key:
@@ -861,6 +891,27 @@ class ReconfigurationMixin(ReplicaBase):
             self._fail_coordination(coordination, winner, message.winner_committed)
 
     # -- learning newer views --------------------------------------------------------------------------
+
+    def _meet(self, view: View, previous: View | None = None, sender: str | None = None) -> None:
+        """Remember the nodes a proposal names while this node serves no view
+        (see ``acquaintances``; the members of the view it commits are dropped)."""
+        if self.view is not None:
+            return
+        acquaintances = self.acquaintances
+        changed = False
+        addresses = list(view.all_addresses())
+        if previous is not None:
+            addresses.extend(previous.all_addresses())
+        if sender is not None:
+            addresses.append(sender)
+        for address in addresses:
+            if address != self.self_address and address not in acquaintances:
+                acquaintances[address] = None
+                changed = True
+                if len(acquaintances) > ACQUAINTANCES_MAX:
+                    del acquaintances[next(iter(acquaintances))]
+        if changed:
+            self._meta_changed()
 
     def _send_newer_view(self, address: str, force: bool = False) -> None:
         view = self.view
@@ -926,6 +977,24 @@ class ReconfigurationMixin(ReplicaBase):
         ordered = sorted(known)
         address = ordered[self._gossip_cursor % len(ordered)]
         self._gossip_cursor += 1
+        self._send(address, ViewQuery(view.epoch, view.digest))
+
+    def _acquaintance_gossip_tick(self) -> None:
+        """Every so often ask one acquaintance which view it serves. A first view
+        shares no earlier view with another first view committed at the same time
+        over disjoint members (seed 122285): these nodes are the only link left."""
+        view = self.view
+        if (
+            view is None
+            or not self.acquaintances
+            or self.now_s - self._last_acquaintance_gossip_s
+            < self.settings.acquaintance_gossip_interval_s
+        ):
+            return
+        self._last_acquaintance_gossip_s = self.now_s
+        ordered = list(self.acquaintances)
+        address = ordered[self._acquaintance_cursor % len(ordered)]
+        self._acquaintance_cursor += 1
         self._send(address, ViewQuery(view.epoch, view.digest))
 
     # -- transfers ---------------------------------------------------------------------------------------
@@ -1063,6 +1132,9 @@ class ReconfigurationMixin(ReplicaBase):
                 self.counters.peer_input_rejected += 1
                 continue
             name = wire_report.origin
+            if name.startswith("departed:"):
+                self._take_departure(sender, wire_report, carried_known, first.complete, reports)
+                continue
             if not name.startswith("carried:") or len(name) > 300:
                 self.counters.peer_input_rejected += 1
                 continue
@@ -1095,6 +1167,36 @@ class ReconfigurationMixin(ReplicaBase):
             sender,
             TransferAck(first.epoch, first.digest, first.generation),
             self._step_persist_id(),
+        )
+
+    def _take_departure(
+        self,
+        sender: str,
+        wire_report: WireReport,
+        known: Clock,
+        complete: bool,
+        reports: dict[str, HandoffReport],
+    ) -> None:
+        """Keep a report the sender made of a shard it left and still holds the
+        data of: it is first-hand, like the transfer's own report."""
+        if not 0 <= wire_report.source_shard < wire_report.source_shard_count <= (
+            SHARDS_PER_VIEW_MAX
+        ):
+            self.counters.peer_input_rejected += 1
+            return
+        name = f"departed:{sender}:{wire_report.source_epoch}"
+        previous = reports.get(name)
+        if previous is not None:
+            known = merge(previous.known, known)
+            complete = complete and previous.complete
+        reports[name] = HandoffReport(
+            wire_report.source_epoch,
+            wire_report.source_view_tag,
+            wire_report.source_shard,
+            wire_report.source_incarnation,
+            known,
+            wire_report.source_shard_count,
+            complete=complete,
         )
 
     def _snapshots_for(self, target: ProposalKey) -> list[OwnerSnapshot] | None:
@@ -1180,6 +1282,7 @@ class ReconfigurationMixin(ReplicaBase):
     def _reconfiguration_tick(self) -> None:
         now_s = self.now_s
         self._view_gossip_tick()
+        self._acquaintance_gossip_tick()
         for coordination in list(self.coordinations.values()):
             if coordination.proposal.proposal_key in self.coordinations:
                 self._advance_coordination(coordination)
@@ -1229,9 +1332,11 @@ class ReconfigurationMixin(ReplicaBase):
         self._incoming_versions = 0
         self.ledger = None
         self._holding_foreign_keys = False
+        self.departures.clear()
         self.store.clear()
         self.known = {}
         self.previous_view = None
+        self.acquaintances.clear()
         self._reset_replication()
         self._set_membership(None)
         assert self._step is not None

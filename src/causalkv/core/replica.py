@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from causalkv.core.base import ReplicaSettings
+from causalkv.core.base import ACQUAINTANCES_MAX, ReplicaSettings
 from causalkv.core.client_operations import ClientOperationsMixin
 from causalkv.core.effects import DurableMeta, Output
 from causalkv.core.keystore import Entry
@@ -86,12 +86,15 @@ class Replica(ClientOperationsMixin, ReplicationMixin, ReconfigurationMixin):
             None if meta.previous_view is None else view_from_wire(meta.previous_view)
         )
         replica.writer = meta.writer
+        replica.acquaintances = dict.fromkeys(meta.acquaintances[:ACQUAINTANCES_MAX])
         replica._set_membership(view)
         if replica.writer is not None and replica.writer == meta.writer:
             replica.writer_seq = max(meta.writer_seq, replica.known.get(replica.writer, 0))
             replica.known[replica.writer] = replica.writer_seq
         replica._durable_writer_seq = replica.writer_seq
         replica._holding_foreign_keys = meta.foreign_keys and len(replica.store) > 0
+        if replica._holding_foreign_keys:
+            replica.departures = dict(meta.departures)
         replica._restore_reports(meta.handoff_target, meta.handoff_reports)
         replica.carried_reports = dict(meta.carried_reports)
         # A hold after an abandoned change outlives a restart (seed 20888: the
