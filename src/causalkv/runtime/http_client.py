@@ -36,12 +36,14 @@ class HttpResponse:
 
 
 class _ResponseCollector:
-    __slots__ = ("body", "complete", "headers", "status")
+    __slots__ = ("body", "complete", "headers", "keep_alive", "parser", "status")
 
     def __init__(self) -> None:
         self.body: list[bytes] = []
         self.headers: dict[bytes, bytes] = {}
         self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
         self.status = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -52,17 +54,28 @@ class _ResponseCollector:
 
     def on_message_complete(self) -> None:
         self.complete = True
+        # Only while the callback runs: once feed_data returns, llhttp has reset
+        # for the next message and says False (every connection would be closed).
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
 
 
 @dataclass(slots=True)
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    idle_since_s: float = 0.0
+    """When it was last returned to the pool (the loop's clock)."""
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
 
+
+# A request that must not be sent twice reuses only connections idle for less
+# than this: well below the server's keep-alive timeout (uvicorn's default is
+# 5 s), so the server does not close it just as the request goes out.
+_IDLE_REUSE_ONCE_ONLY_S_MAX = 2.0
 
 # Unacknowledged data older than this closes a peer connection (TCP_USER_TIMEOUT):
 # during a partition a request fails in seconds instead of waiting out TCP's
@@ -107,11 +120,29 @@ class HttpClientPool:
         body: bytes,
         headers: dict[str, str],
         timeout_s: float,
+        once_only: bool = False,
     ) -> HttpResponse:
-        """Send one request and wait for its response (retrying once on a stale connection)."""
+        """Send one request and wait for its response.
+
+        A request that fails on a reused keep-alive connection is sent again once
+        on a new one: the server may have closed the idle connection. Not when
+        ``once_only`` (a forwarded write): the server may also have run it before
+        the connection broke, so such a request goes only on a connection that
+        was idle briefly, and a failure is reported as ``PeerUnavailable``."""
+        loop = asyncio.get_running_loop()
         for attempt in range(2):
             pooled = self._idle.get(address)
             connection = pooled.pop() if pooled else None
+            if (
+                connection is not None
+                and once_only
+                and (
+                    loop.time() - connection.idle_since_s > _IDLE_REUSE_ONCE_ONLY_S_MAX
+                    or connection.reader.at_eof()
+                )
+            ):
+                connection.close()
+                connection = None
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(address)
@@ -126,7 +157,7 @@ class HttpClientPool:
                 asyncio.IncompleteReadError,
             ) as error:
                 connection.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and not once_only:
                     continue
                 raise PeerUnavailable(f"{address} did not answer: {error!r}") from error
             except TimeoutError as error:
@@ -138,6 +169,7 @@ class HttpClientPool:
             if keep_alive:
                 idle = self._idle.setdefault(address, [])
                 if len(idle) < self.idle_per_host:
+                    connection.idle_since_s = loop.time()
                     idle.append(connection)
                 else:
                     connection.close()
@@ -161,6 +193,7 @@ class HttpClientPool:
         await connection.writer.drain()
         collector = _ResponseCollector()
         parser = httptools.HttpResponseParser(collector)
+        collector.parser = parser
         received = 0
         while not collector.complete:
             data = await connection.reader.read(65536)
@@ -171,8 +204,9 @@ class HttpClientPool:
                 raise EOFError("response too large")
             parser.feed_data(data)
         status = parser.get_status_code()
-        keep_alive = parser.should_keep_alive()
-        return HttpResponse(status, b"".join(collector.body), collector.headers), keep_alive
+        return HttpResponse(
+            status, b"".join(collector.body), collector.headers
+        ), collector.keep_alive
 
     def close(self) -> None:
         for connections in self._idle.values():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from causalkv.core.messages import PeerMessage
+from causalkv.core.requests import Operation
 from causalkv.runtime.http_client import HttpClientPool, NotDelivered, PeerUnavailable
 from causalkv.runtime.peer_protocol import (
     PEER_CONTENT_TYPE,
@@ -172,7 +173,13 @@ class PeerTransport:
         health = self._health(destination)
         try:
             response = await self.pool.request(
-                destination, "POST", PEER_PATH, encoder.encode(call), self._headers, timeout_s
+                destination,
+                "POST",
+                PEER_PATH,
+                encoder.encode(call),
+                self._headers,
+                timeout_s,
+                once_only=Operation(call.operation).is_write,
             )
             if response.status != 200:
                 # The peer refused the call before running it (it answers every
