@@ -92,8 +92,8 @@ def test_departure_report_survives_a_lost_handoff_and_a_restart() -> None:
         token = cluster.put(A, key, f"early-{key}", token).token
 
     # View 2 commits, but A never hears of the commit.
-    cluster.dropping = lambda _s, destination, message: destination == A and isinstance(
-        message, (Commit, NewerView)
+    cluster.dropping = lambda _s, destination, message: (
+        destination == A and isinstance(message, (Commit, NewerView))
     )
     second = sharded_view({"t0": [A, D], "t1": [C], "t2": [B]})
     assert cluster.install(second, via=B).kind is ResultKind.OK
@@ -102,8 +102,7 @@ def test_departure_report_survives_a_lost_handoff_and_a_restart() -> None:
     # and releases writes that waited for it: they are taken in view 1.
     _partition(cluster, [A], [B, C, D])
     waiting = [
-        cluster.request(A, Operation.PUT, key, token or Token(), f"late-{key}")
-        for key in keys[6:]
+        cluster.request(A, Operation.PUT, key, token or Token(), f"late-{key}") for key in keys[6:]
     ]
     assert all(isinstance(request_id, int) for request_id in waiting), "writes wait"
     cluster._carry(
@@ -127,7 +126,9 @@ def test_departure_report_survives_a_lost_handoff_and_a_restart() -> None:
     assert cluster.replicas[A].view is not None and cluster.replicas[A].view.epoch == 2
     assert cluster.replicas[A].departures, "A still holds the data of the shard it left"
     old = cluster.replicas[A]
-    cluster.replicas[A] = Replica.restore(cluster.settings, old.durable_meta, list(old.store.items()))
+    cluster.replicas[A] = Replica.restore(
+        cluster.settings, old.durable_meta, list(old.store.items())
+    )
     assert cluster.replicas[A].departures == old.departures
     cluster.blocked.clear()
     assert cluster.install(sharded_view({"u0": [A, B, C]}), via=B).kind is ResultKind.OK

@@ -37,7 +37,6 @@ from causalkv.core.writer import (
     writer_view_tag,
 )
 
-
 ACQUAINTANCES_MAX = 256
 """Most acquaintances a node keeps (the oldest are forgotten first)."""
 DEPARTURES_MAX = 8

@@ -28,9 +28,14 @@ message is idempotent and a proposal is identified by its content.
    a node of a newer view (``NewerView``) or is re-sent the commit, hands off
    whatever only it had (its report raises the receivers' coverage, releasing
    clients that waited on those writes), and drops what it no longer owns.
+   Until it has, every hand-off it sends also carries the reports it made of
+   the shards it left (``departures``): the hand-off that first carried them
+   may have been lost to a restart, and nothing else vouches for them.
 
 Competing proposals resolve to the highest ``(epoch, digest)`` wherever they
-meet; a committed view always beats an uncommitted one. A node stuck on a
+meet; a committed view always beats an uncommitted one. Nodes meet through the
+views they serve and, for first views that share none, through the nodes that
+proposals named before they served a view (``acquaintances``). A node stuck on a
 proposal whose coordinators vanished drives it to commit itself after
 ``change_takeover_s``.
 """
@@ -443,6 +448,16 @@ class ReconfigurationMixin(ReplicaBase):
                     Superseded(proposal.epoch, proposal.digest, view_to_wire(current), True),
                 )
             return
+        if previous is not None and (
+            current is None or previous.proposal_key > current.proposal_key
+        ):
+            # The proposal was made on a view this node has not committed yet (it
+            # missed that commit): serve that view first, so the hand-off comes
+            # from the view the coordinator counts on. Prepared from an older one
+            # would vouch for none of the shard this node owns in that view
+            # (seed 141503: nobody covered that shard's writers again).
+            self._commit(previous, None)
+            current = self.view
         change = self.change
         if change is not None:
             pending_key = change.proposal.proposal_key
@@ -1117,14 +1132,26 @@ class ReconfigurationMixin(ReplicaBase):
             reports = self.ledger.reports
         else:
             reports = {}
-        existing = reports.get(sender)
-        if existing is not None and existing.source_epoch == report.source_epoch:
+        name = sender
+        existing = reports.get(name)
+        if existing is not None and (
+            existing.source_epoch != report.source_epoch
+            or existing.source_shard != report.source_shard
+        ):
+            # The sender handed over from another view before (it committed a
+            # view in between, or returns keys it carried): both reports hold.
+            # Replacing the first lost its claim for good (seed 142178: a
+            # leaver's first-hand report of its old shard gave way to its later
+            # second-hand one, and no replica covered its writes again).
+            name = f"{sender}#{report.source_epoch}.{report.source_shard}"
+            existing = reports.get(name)
+        if existing is not None:
             report = replace(
                 report,
                 known=merge(existing.known, report.known),
                 complete=existing.complete and report.complete,
             )
-        reports[sender] = report
+        reports[name] = report
         for wire_report in first.carried:
             try:
                 carried_known = clock_from_pairs(wire_report.known)
@@ -1179,8 +1206,11 @@ class ReconfigurationMixin(ReplicaBase):
     ) -> None:
         """Keep a report the sender made of a shard it left and still holds the
         data of: it is first-hand, like the transfer's own report."""
-        if not 0 <= wire_report.source_shard < wire_report.source_shard_count <= (
-            SHARDS_PER_VIEW_MAX
+        if (
+            not 0
+            <= wire_report.source_shard
+            < wire_report.source_shard_count
+            <= (SHARDS_PER_VIEW_MAX)
         ):
             self.counters.peer_input_rejected += 1
             return
