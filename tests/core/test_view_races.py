@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from causalkv.core.messages import Commit, NewerView
+from causalkv.core.messages import Commit, NewerView, PeerMessage, TransferChunk
 from causalkv.core.replica import Replica
 from causalkv.core.requests import Operation, ResultKind
 from causalkv.core.token import Token
@@ -140,3 +140,77 @@ def test_departure_report_survives_a_lost_handoff_and_a_restart() -> None:
             expected = f"late-{key}" if key in keys[6:] else f"early-{key}"
             assert read.value == expected, (address, key, read)
     assert not cluster.replicas[A].departures, "handed off and dropped: nothing left to vouch for"
+
+
+def test_a_later_report_from_the_same_sender_does_not_replace_an_earlier_one() -> None:
+    """C, mid-change, got A's first-hand report of the shard A left; then A
+    sent keys it carried, with a second-hand report from the new view. Both
+    must count: the second used to replace the first (seed 142178)."""
+    cluster = LocalCluster([A, B, C])
+    assert cluster.install(sharded_view({"s0": [A], "s1": [B, C]}), via=B).kind is ResultKind.OK
+    first = cluster.replicas[A].view
+    assert first is not None
+    keys = [k for k in (f"k{i}" for i in range(200)) if first.shard_index_for_key(k) == 0][:5]
+    token = None
+    for key in keys:
+        token = cluster.put(A, key, f"v-{key}", token).token
+    assert token is not None
+    cluster.dropping = lambda _s, destination, message: (
+        destination == C and isinstance(message, (Commit, NewerView))
+    )
+    assert cluster.install(sharded_view({"t0": [C], "t1": [B]}), via=B).kind is ResultKind.OK
+    change = cluster.replicas[C].change
+    assert change is not None and A in change.reports, "C holds A's report, uncommitted"
+    second = change.proposal
+    # A returns keys it carried, reporting from the view it now serves.
+    returned = TransferChunk(
+        second.epoch,
+        second.digest,
+        99,
+        0,
+        1,
+        [],
+        second.epoch,
+        second.digest,
+        -1,
+        cluster.replicas[A].incarnation,
+        [],
+        len(second.shards),
+    )
+    cluster.queue.append((A, C, returned))
+    cluster.pump()
+    cluster.dropping = None
+    cluster.tick(seconds=0.5, rounds=6)
+    assert cluster.replicas[C].view is not None and cluster.replicas[C].view.epoch == 2
+    for key in keys:
+        read = cluster.get(C, key, token)
+        assert read.kind is ResultKind.OK and read.value == f"v-{key}", (key, read)
+
+
+def test_a_node_prepares_from_the_view_the_proposal_was_made_on() -> None:
+    """A node that missed the commit of view 2 gets a proposal made on view 2:
+    it serves view 2 first, so its hand-off reports the shard it owns there
+    (seed 141503: a hand-off from view 1 vouched for none of it)."""
+    cluster = LocalCluster([A, B, C])
+    assert cluster.install(sharded_view({"s0": [A], "s1": [B]}), via=B).kind is ResultKind.OK
+    cluster.dropping = lambda _s, destination, message: (
+        destination == C and isinstance(message, (Commit, NewerView))
+    )
+    assert cluster.install(sharded_view({"t0": [A], "t1": [C]}), via=B).kind is ResultKind.OK
+    missed = cluster.replicas[C].view
+    assert missed is None or missed.epoch == 1, "C missed the commit of view 2"
+    sent: list[TransferChunk] = []
+
+    def watch(sender: str, destination: str, message: PeerMessage) -> bool:
+        if sender == C and isinstance(message, TransferChunk):
+            sent.append(message)
+        # C goes on missing view 2 (it learns it only from the next proposal).
+        return destination == C and (
+            (isinstance(message, Commit) and message.proposal.epoch == 2)
+            or (isinstance(message, NewerView) and message.view.epoch == 2)
+        )
+
+    cluster.dropping = watch
+    assert cluster.install(sharded_view({"u0": [A, B, C]}), via=B).kind is ResultKind.OK
+    assert sent and {chunk.source_epoch for chunk in sent} == {2}
+    assert {chunk.source_shard for chunk in sent} == {1}
