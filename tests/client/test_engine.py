@@ -198,7 +198,7 @@ def test_retries_are_bounded_with_backoff_and_view_refresh() -> None:
     assert len(raised.value.attempts) == 8
 
 
-def test_an_ambiguous_write_is_retried_and_reported_as_maybe_applied() -> None:
+def test_an_ambiguous_write_is_not_sent_again() -> None:
     cluster, engine = FakeCluster(), make_engine(retries=2)
     cluster.override = lambda r: (
         TransportFailure("no answer", maybe_sent=True) if r.method == "PUT" else None
@@ -206,6 +206,27 @@ def test_an_ambiguous_write_is_retried_and_reported_as_maybe_applied() -> None:
     with pytest.raises(Unavailable) as raised:
         cluster.run(engine.put("k", "v"))
     assert raised.value.maybe_applied
+    assert [r.method for r in cluster.requests].count("PUT") == 1
+    # A 500 after the request went out is as ambiguous.
+    cluster.requests.clear()
+    cluster.override = lambda r: (
+        json_response(500, {"error": "internal"}) if r.method == "DELETE" else None
+    )
+    with pytest.raises(Unavailable) as raised:
+        cluster.run(engine.delete("k"))
+    assert raised.value.maybe_applied
+    assert [r.method for r in cluster.requests].count("DELETE") == 1
+
+
+def test_an_ambiguous_write_is_resent_when_asked_and_reported_as_maybe_applied() -> None:
+    cluster, engine = FakeCluster(), make_engine(retries=2, resend_ambiguous_writes=True)
+    cluster.override = lambda r: (
+        TransportFailure("no answer", maybe_sent=True) if r.method == "PUT" else None
+    )
+    with pytest.raises(Unavailable) as raised:
+        cluster.run(engine.put("k", "v"))
+    assert raised.value.maybe_applied
+    assert [r.method for r in cluster.requests].count("PUT") == 3
     # A delete whose first attempt may have deleted the value counts a later 404 as done.
     cluster.override = None
     cluster.data["k"] = "v"

@@ -20,10 +20,14 @@ driver runs. A data operation goes like this:
    causal wait bound and fetched from the other replicas itself).
 
 A write whose attempt may have reached a node (timeout after sending, a dropped
-connection, a 5xx) is retried too, but every error raised after that carries
-``maybe_applied=True``. Retrying a put writes the same value again, which is
-harmless; a delete retried after such an attempt that answers 404 counts as
-done, because the earlier attempt may have deleted the value.
+connection, a 5xx) is not sent again: it raises `Unavailable` with
+``maybe_applied=True``. Sent again, a write the first attempt applied would be
+applied twice, the second copy after writes that depended on the first (the
+simulator found the server doing that when it forwarded writes). With
+``resend_ambiguous_writes`` it is retried like a read, and every error raised
+after that carries ``maybe_applied=True``; a delete retried after such an
+attempt that answers 404 counts as done, because the earlier attempt may have
+deleted the value.
 """
 
 from __future__ import annotations
@@ -378,6 +382,10 @@ class Engine:
                 router.node_failed(address)
                 failures.append(AttemptFailure(address, outcome.reason))
                 maybe_applied = maybe_applied or (write and outcome.maybe_sent)
+                if write and outcome.maybe_sent and not settings.resend_ambiguous_writes:
+                    raise Unavailable(
+                        f"{what}: the outcome is unknown", failures, maybe_applied=True
+                    )
                 continue
             router.node_answered(address)
             status = outcome.status
@@ -406,7 +414,12 @@ class Engine:
                 yield from sleep(min(outcome.retry_after_s, settings.backoff_max_s))
             else:
                 router.node_failed(address)
-                maybe_applied = maybe_applied or (write and status != 503)
+                ambiguous = write and status != 503
+                maybe_applied = maybe_applied or ambiguous
+                if ambiguous and not settings.resend_ambiguous_writes:
+                    raise Unavailable(
+                        f"{what}: the outcome is unknown", failures, maybe_applied=True
+                    )
         raise Unavailable(f"{what} failed on every attempt", failures, maybe_applied=maybe_applied)
 
     def _shard_index(self, key: str | None, shard: str | None) -> int:

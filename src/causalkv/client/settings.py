@@ -26,6 +26,13 @@ class ClientSettings:
     """Timeout of ``PUT /view``, which answers only once the keys have moved."""
     retries: int = 4
     """Attempts after the first, each on the next replica of the shard."""
+    resend_ambiguous_writes: bool = False
+    """Send a write again after an attempt that may have reached a node (a
+    timeout after sending, a dropped connection, a 5xx). Off by default: a
+    resent write that was applied the first time is applied twice, and the
+    second copy can land after writes that depended on the first (the
+    server never resends a forwarded write either). Off, such a write raises
+    `Unavailable` with ``maybe_applied=True`` at once."""
     backoff_s: float = 0.05
     """Pause after every replica of a shard failed once; doubles each round."""
     backoff_max_s: float = 1.0
