@@ -175,8 +175,12 @@ class ReplicaBase:
         self._step: _Step | None = None
         self._next_persist_id = 1
         self._durable_persist_id = 0
-        self._own_persists: list[tuple[int, int]] = []
-        """(persist id, own sequence) pairs not yet durable, in order."""
+        self._own_persists: list[tuple[int, Writer, int]] = []
+        """(persist id, own writer, its sequence) not yet durable, in order. The
+        writer is named: after a view change the old writer's entries still
+        wait, and must not count for the new writer (seed 151412: they made
+        the new writer's first writes look durable, and reads exposed writes a
+        crash then lost)."""
         self._durable_writer_seq = 0
         self.store_generation = 0
         """Counts changes to the store (and to the coverage of earlier views' writers):
@@ -226,7 +230,7 @@ class ReplicaBase:
                 )
             )
             if self.writer is not None and self.writer_seq > self._durable_writer_seq:
-                self._own_persists.append((persist_id, self.writer_seq))
+                self._own_persists.append((persist_id, self.writer, self.writer_seq))
         return output
 
     def _allocate_persist_id(self) -> int:
@@ -247,8 +251,8 @@ class ReplicaBase:
         if persist_id > self._durable_persist_id:
             self._durable_persist_id = persist_id
         while self._own_persists and self._own_persists[0][0] <= persist_id:
-            _, seq = self._own_persists.pop(0)
-            if seq > self._durable_writer_seq:
+            _, writer, seq = self._own_persists.pop(0)
+            if writer == self.writer and seq > self._durable_writer_seq:
                 self._durable_writer_seq = seq
 
     def _key_changed(self, key: str, affects_handoff: bool = True) -> None:
@@ -275,26 +279,43 @@ class ReplicaBase:
         self._step.output.results.append(CompletedRequest(request_id, result, after_persist))
 
     def _after_persist_for(self, token: Token) -> int:
-        """A reply exposing this node's own writes must wait until they are durable."""
+        """A reply exposing this node's own writes (of its current writer, or of
+        an earlier one still waiting for its disk) must wait until they are
+        durable: the persist id to wait for, 0 for none."""
+        clock = token.clock
         writer = self.writer
-        if writer is None:
-            return 0
-        seq = token.clock.get(writer, 0)
-        if seq <= self._durable_writer_seq:
-            return 0
-        for persist_id, own_seq in self._own_persists:
-            if own_seq >= seq:
-                return persist_id
-        return self._step_persist_id()
+        wait = 0
+        matched: set[Writer] = set()
+        for persist_id, own_writer, own_seq in self._own_persists:
+            if own_writer in matched:
+                continue
+            needed = clock.get(own_writer, 0)
+            if needed == 0 or (own_writer == writer and needed <= self._durable_writer_seq):
+                continue
+            if own_seq >= needed:
+                matched.add(own_writer)
+                wait = max(wait, persist_id)
+        if (
+            writer is not None
+            and writer not in matched
+            and clock.get(writer, 0) > self._durable_writer_seq
+        ):
+            return self._step_persist_id()
+        return wait
 
     def _after_persist_for_versions(self, versions: list[Version]) -> int:
         writer = self.writer
-        if writer is None:
-            return 0
-        highest = max((v.seq for v in versions if v.writer == writer), default=0)
-        if highest <= self._durable_writer_seq:
-            return 0
-        return self._after_persist_for(Token({writer: highest}))
+        if not self._own_persists:
+            # Every earlier batch is durable: only this step's own writes wait.
+            if writer is None:
+                return 0
+            highest = max((v.seq for v in versions if v.writer == writer), default=0)
+            return 0 if highest <= self._durable_writer_seq else self._step_persist_id()
+        clock: dict[Writer, int] = {}
+        for version in versions:
+            if version.seq > clock.get(version.writer, 0):
+                clock[version.writer] = version.seq
+        return self._after_persist_for(Token(clock))
 
     def _durable_meta(self, now_s: float | None = None) -> DurableMeta:
         target, reports = self._reports_to_persist()

@@ -37,6 +37,8 @@ from causalkv.core.writer import Writer
 
 SYNC_REQUESTS_TRACKED_MAX = 256
 """Outstanding sync requests remembered; a reply to a forgotten one advances nothing."""
+_SEQ_MAX = 2**63
+"""Above any sequence number a writer reaches."""
 
 
 @dataclass(slots=True)
@@ -228,6 +230,21 @@ class ReplicationMixin(ReplicaBase):
                 if self._owns_key(key):
                     wires.append(version_to_wire(key, version))
                     versions.append(version)
+        if any(mine[w] > their_known.get(w, 0) for w in mine):
+            # Versions this replica holds beyond its own clock (a delta or a
+            # hand-off landed out of order) go too: they may be what superseded
+            # versions of the writers the delta advances the peer's clock for.
+            # Without them the peer's clock claimed versions it never got, nor
+            # anything newer (seed 150056: a list showed a value its session
+            # had overwritten).
+            for writer in list(self.store.writers()):
+                if self._scope(writer) not in (Scope.LOCAL, Scope.OLD):
+                    continue
+                floor = max(mine.get(writer, 0), their_known.get(writer, 0))
+                for key, version in self.store.versions_after(writer, floor, _SEQ_MAX):
+                    if self._owns_key(key):
+                        wires.append(version_to_wire(key, version))
+                        versions.append(version)
         for writer, their_seq in their_known.items():
             if their_seq > mine.get(writer, 0) and self._scope(writer) in (Scope.LOCAL, Scope.OLD):
                 behind_them = True
@@ -292,9 +309,6 @@ class ReplicationMixin(ReplicaBase):
         for key, version in parsed:
             scope = self._scope(version.writer)
             if scope not in (Scope.LOCAL, Scope.OLD) or not self._owns_key(key):
-                self.counters.peer_input_rejected += 1
-                continue
-            if version.seq > their_known.get(version.writer, 0):
                 self.counters.peer_input_rejected += 1
                 continue
             if self._apply_replicated(key, version):

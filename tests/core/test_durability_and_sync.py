@@ -1,0 +1,85 @@
+"""Edge cases of durability and anti-entropy found by the simulator, replayed
+on the bare core: a reply never exposes a write before it is durable, and a
+sync delta never advances a clock past versions it did not deliver."""
+
+from __future__ import annotations
+
+from causalkv.core.base import ReplicaSettings
+from causalkv.core.replica import Replica
+from causalkv.core.requests import ClientRequest, Operation, OperationResult, ResultKind
+from causalkv.core.token import Token
+from causalkv.core.view import parse_sharded_view
+from tests.core.local_cluster import LocalCluster, sharded_view
+
+A, B, C = (f"10.0.3.{i}:8081" for i in range(1, 4))
+
+
+def _one_node_view(shard: str) -> object:
+    return parse_sharded_view({shard: [{"address": A, "id": 1}]})
+
+
+def test_a_new_writer_does_not_inherit_the_durability_of_the_old_one() -> None:
+    """Seed 151412: writes of the old writer still on their way to disk, then a
+    view change; when the old batches became durable they marked the new
+    writer's first writes durable too, and a read exposed a write that a crash
+    then lost."""
+    replica = Replica(ReplicaSettings(), (1).to_bytes(6, "big"))
+    now_s = 0.0
+    replica.mark_durable(
+        max(b.persist_id for b in replica.propose_view(now_s, 1, _one_node_view("s0"), A).persist)
+    )  # type: ignore[arg-type]
+    token = Token()
+    old_batches: list[int] = []
+    for index in range(5):
+        output = replica.submit(
+            now_s, ClientRequest(10 + index, Operation.PUT, f"old{index}", token, "v")
+        )
+        token = output.results[0].result.token or token
+        old_batches.extend(batch.persist_id for batch in output.persist)
+    # None of those is durable yet; the view changes (a new writer).
+    output = replica.propose_view(now_s, 2, _one_node_view("s1"), A)  # type: ignore[arg-type]
+    assert replica.view is not None and replica.view.epoch == 2
+    new_batches = [batch.persist_id for batch in output.persist]
+    written = replica.submit(now_s, ClientRequest(30, Operation.PUT, "new", Token(), "fresh"))
+    new_batches.extend(batch.persist_id for batch in written.persist)
+    # The old writer's batches become durable, not the new one's.
+    replica.mark_durable(max(old_batches))
+    read = replica.submit(now_s, ClientRequest(31, Operation.GET, "new", Token()))
+    (completed,) = read.results
+    assert completed.result.kind is ResultKind.OK and completed.result.value == "fresh"
+    assert completed.after_persist > max(old_batches), "the read waits for the new write's batch"
+
+
+def test_a_sync_delta_carries_what_superseded_the_versions_it_vouches_for() -> None:
+    """Seed 150056: B held a delete of k (by C's writer) beyond its own clock
+    for C's writer; its sync delta to A advanced A's clock for the writer of
+    the overwritten value without the delete: A listed the value its session
+    had deleted."""
+    cluster = LocalCluster([A, B, C])
+    assert cluster.install(sharded_view({"s": [A, B, C]})).kind is ResultKind.OK
+    for other in (B, C):
+        cluster.blocked.update({(A, other), (other, A)})
+    written = cluster.put(B, "k", "old")
+    assert written.token is not None
+    deleted = cluster.request(C, Operation.DELETE, "k", written.token)
+    assert isinstance(deleted, OperationResult) and deleted.kind is ResultKind.OK
+    cluster.tick(rounds=3)
+    replica_b = cluster.replicas[B]
+    entry = replica_b.store.entry("k")
+    assert entry is not None and [v.value for v in entry] == [None], "B has the delete"
+    # C falls silent, and B's clock for C's writer stops short of the delete
+    # it holds (as when a delta lands while the clock may not advance).
+    for other in (A, B):
+        cluster.blocked.update({(C, other), (other, C)})
+    c_writer = entry[0].writer
+    replica_b.known[c_writer] = entry[0].seq - 1
+    cluster.blocked.discard((A, B))
+    cluster.blocked.discard((B, A))
+    cluster.tick(seconds=0.3, rounds=10)
+    replica_a = cluster.replicas[A]
+    b_writer = next(w for w in written.token.clock if w != c_writer)
+    assert replica_a.known.get(b_writer, 0) >= written.token.clock[b_writer], "A synced with B"
+    entry_a = replica_a.store.entry("k")
+    assert entry_a is not None and [v.value for v in entry_a] == [None], (
+        "A's clock covers the old value: it must hold what superseded it"
+    )
