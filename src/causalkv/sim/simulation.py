@@ -656,7 +656,7 @@ class Simulation:
         errors: list[str] = []
 
         async def reads(client: Client) -> None:
-            error = await client.session_reads(members, timeout_s)
+            error = await client.session_reads(members, timeout_s, FINAL_READ_ATTEMPTS)
             if error is not None:
                 errors.append(error)
 
@@ -665,7 +665,9 @@ class Simulation:
         def done() -> bool:
             return all(task.future.done() for task in tasks)
 
-        self.loop.run_until(self.loop.now + len(members) * (timeout_s + 1.0), done)
+        self.loop.run_until(
+            self.loop.now + len(members) * FINAL_READ_ATTEMPTS * (timeout_s + 1.0), done
+        )
         if self._failure is None and not done():
             self._fail("liveness", "session reads after healing did not complete")
         if not errors:

@@ -171,31 +171,39 @@ class Client:
             self.busy = False
         self._record(f, what, invocation, reply)
 
-    async def session_reads(self, nodes: Sequence[SimNode], timeout_s: float) -> str | None:
+    async def session_reads(
+        self, nodes: Sequence[SimNode], timeout_s: float, attempts: int = 1
+    ) -> str | None:
         """After healing: list every node with this session's token. Every one
         must succeed (the cluster healed, so every dependency is available);
-        returns what went wrong, or None."""
+        returns what went wrong, or None. A list that times out is tried again,
+        up to ``attempts`` times: profiles that slow some messages 200-fold take
+        up to 32 s one way (seed 152276), which no timeout should have to cover."""
         for node in nodes:
-            self.busy = True
-            invocation = self.recorder.invoke(
-                self.name, "list", None, None, node.address, time_s=self.loop.now
-            )
-            self.trace.record(self.name, f"invoke session list @ {node.address}")
-            token = self.token
-            try:
-                reply = await self.network.call(
-                    None,
-                    node.address,
-                    timeout_s,
-                    lambda node=node, token=token: node.serve_client(  # type: ignore[misc]
-                        Operation.LIST, None, token, None
-                    ),
+            for attempt in range(1, attempts + 1):
+                self.busy = True
+                invocation = self.recorder.invoke(
+                    self.name, "list", None, None, node.address, time_s=self.loop.now
                 )
-            except PeerUnavailable as error:
-                self.recorder.info(invocation, time_s=self.loop.now)
-                return f"session list of {self.name} on {node.address} failed: {error}"
-            finally:
-                self.busy = False
+                self.trace.record(self.name, f"invoke session list @ {node.address}")
+                token = self.token
+                try:
+                    reply = await self.network.call(
+                        None,
+                        node.address,
+                        timeout_s,
+                        lambda node=node, token=token: node.serve_client(  # type: ignore[misc]
+                            Operation.LIST, None, token, None
+                        ),
+                    )
+                except PeerUnavailable as error:
+                    self.recorder.info(invocation, time_s=self.loop.now)
+                    if attempt < attempts:
+                        continue
+                    return f"session list of {self.name} on {node.address} failed: {error}"
+                finally:
+                    self.busy = False
+                break
             self._record("list", "session list", invocation, reply)
             if reply.kind is not ResultKind.OK:
                 return (
