@@ -5,6 +5,7 @@ sync delta never advances a clock past versions it did not deliver."""
 from __future__ import annotations
 
 from causalkv.core.base import ReplicaSettings
+from causalkv.core.messages import Envelope, PeerMessage, SyncRequest
 from causalkv.core.replica import Replica
 from causalkv.core.requests import ClientRequest, Operation, OperationResult, ResultKind
 from causalkv.core.token import Token
@@ -82,4 +83,37 @@ def test_a_sync_delta_carries_what_superseded_the_versions_it_vouches_for() -> N
     entry_a = replica_a.store.entry("k")
     assert entry_a is not None and [v.value for v in entry_a] == [None], (
         "A's clock covers the old value: it must hold what superseded it"
+    )
+
+
+def test_a_sync_request_reports_only_a_durable_clock() -> None:
+    """Seed 160952: a replica reported a delete in its sync request before the
+    delete was durable, crashed and lost it; its peers, seeing it covered, had
+    collected the tombstone, and the deleted value came back. The request now
+    waits for the state it reports to be durable."""
+    cluster = LocalCluster([A, B])
+    assert cluster.install(sharded_view({"s": [A, B]})).kind is ResultKind.OK
+    cluster.put(A, "k", "v")
+    replica_b = cluster.replicas[B]
+    # B applies a push from A but its disk has not made it durable yet: take
+    # B's next steps by hand, without marking anything durable.
+    pushes: list[tuple[str, str, PeerMessage]] = []
+
+    def capture(sender: str, destination: str, message: PeerMessage) -> bool:
+        if destination == B:
+            pushes.append((sender, destination, message))
+            return True
+        return False
+
+    cluster.dropping = capture
+    written = cluster.request(A, Operation.DELETE, "k", Token(), settle=False)
+    assert isinstance(written, OperationResult) and written.kind is ResultKind.OK
+    assert pushes, "A pushed the delete to B"
+    outputs = [replica_b.receive(cluster.now_s, Envelope(s, d, 1, [m])) for s, d, m in pushes]
+    pending = max(batch.persist_id for output in outputs for batch in output.persist)
+    tick = replica_b.tick(cluster.now_s + 5.0)
+    requests = [o for o in tick.messages if isinstance(o.message, SyncRequest)]
+    assert requests, "anti-entropy asks A"
+    assert all(o.after_persist >= pending for o in requests), (
+        "the request reports the delete: it waits until the delete is durable"
     )

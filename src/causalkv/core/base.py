@@ -246,6 +246,16 @@ class ReplicaBase:
             step.persist_id = self._allocate_persist_id()
         return step.persist_id
 
+    def _after_persist_for_state(self) -> int:
+        """The persist id after which everything this node holds now is durable
+        (0 if it is already)."""
+        step = self._step
+        assert step is not None
+        if step.dirty_keys or step.meta_dirty or step.reset or step.persist_id:
+            return self._step_persist_id()
+        last = self._next_persist_id - 1
+        return last if last > self._durable_persist_id else 0
+
     def mark_durable(self, persist_id: int) -> None:
         """The runtime made every persist batch up to ``persist_id`` durable."""
         if persist_id > self._durable_persist_id:

@@ -188,13 +188,19 @@ class ReplicationMixin(ReplicaBase):
             return
         reported = self._relevant_known()
         known = pairs_from_clock(reported)
+        # Peers act on the clock a request reports: they collect tombstones it
+        # covers and hand off only what lies above it. So it goes out only once
+        # what it claims is durable here (seed 160952: a replica reported a
+        # delete, lost it in a crash, and its peers had collected it meanwhile;
+        # the deleted value came back).
+        after_persist = self._after_persist_for_state()
         for peer in peers:
             request_id = self._next_sync_request_id
             self._next_sync_request_id += 1
             self._sync_requests[request_id] = reported
             if len(self._sync_requests) > SYNC_REQUESTS_TRACKED_MAX:
                 del self._sync_requests[next(iter(self._sync_requests))]
-            self._send(peer, SyncRequest(view.epoch, request_id, known))
+            self._send(peer, SyncRequest(view.epoch, request_id, known), after_persist)
 
     def _anti_entropy_tick(self) -> None:
         if self.now_s - self._last_anti_entropy_s < self.settings.anti_entropy_interval_s:
