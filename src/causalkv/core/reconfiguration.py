@@ -776,6 +776,12 @@ class ReconfigurationMixin(ReplicaBase):
                     proposal.ring, my_new_shard, ring_for(carried.scope[0]), carried.scope[1]
                 ):
                     reports.setdefault(name, carried)
+            # So is the data of shards it left and has not handed over yet
+            # (seed 170006: a leaver that became the only member of the next
+            # view sent its report to nobody, and covered its own writes short).
+            if self.self_address is not None:
+                for epoch, departure in self.departures.items():
+                    reports.setdefault(f"departed:{self.self_address}:{epoch}", departure)
         for stale_target in [t for t in self._restored_reports if t <= key]:
             # Reports for a change this node was in when it stopped, superseded by
             # this one: the data they describe is handed off with everything else.
