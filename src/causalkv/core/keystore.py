@@ -372,7 +372,7 @@ class KeyStore:
             log.keys = [key for _, key in bucket]
 
     def _track_tombstones(self, key: str, entry: Entry) -> None:
-        if all(version.is_tombstone for version in entry):
+        if any(version.is_tombstone for version in entry):
             self.tombstone_keys.add(key)
         else:
             self.tombstone_keys.discard(key)

@@ -392,7 +392,16 @@ class ReplicationMixin(ReplicaBase):
                 self.store.tombstone_keys.discard(key)
                 continue
             if all(self._seen_everywhere(version, clocks) for version in entry):
-                self.store.remove(key)
+                # Only the tombstones go: a live version concurrent with a delete
+                # stays (and shows once the tombstone is gone). Removing the whole
+                # key instead diverged from a replica that had collected the
+                # tombstone before that version arrived late and kept it (seed
+                # 192969, a straggler's hand-off).
+                tombstones = [version for version in entry if version.is_tombstone]
+                if len(tombstones) == len(entry):
+                    self.store.remove(key)
+                else:
+                    self.store.discard_versions(key, tombstones)
                 self._key_changed(key)
                 collected += 1
         self.counters.tombstones_collected += collected

@@ -107,6 +107,9 @@ class Network:
         self.blocked: frozenset[tuple[str, str]] = frozenset()
         self._cuts: dict[int, frozenset[tuple[str, str]]] = {}
         self._next_cut = 0
+        self.requests_in_flight = 0
+        """Requests (``call``) sent and not yet arrived: one slowed 200-fold may
+        land long after its caller gave up (seed 192241)."""
         self.statistics = {
             "envelopes": 0,
             "envelope_bytes": 0,
@@ -300,6 +303,7 @@ class Network:
         generation = host.generation
 
         def arrived() -> None:
+            self.requests_in_flight -= 1
             if self.is_blocked(source, destination):
                 return  # lost; the caller times out
             if not host.alive or host.generation != generation:
@@ -326,5 +330,6 @@ class Network:
 
             served.add_done_callback(answered)
 
+        self.requests_in_flight += 1
         loop.call_later(delay, arrived)
         return reply

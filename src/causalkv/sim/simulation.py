@@ -572,6 +572,10 @@ class Simulation:
         busy_clients = [client.name for client in self.clients if client.busy]
         if busy_clients:
             problems.append(f"clients still waiting: {', '.join(busy_clients)}")
+        if self.network.requests_in_flight:
+            # A write its client gave up on may still land: final reads taken
+            # before it would disagree with those taken after.
+            problems.append(f"{self.network.requests_in_flight} requests still in flight")
         for node in self.nodes:
             if not node.alive:
                 problems.append(f"{node.address} is down")
