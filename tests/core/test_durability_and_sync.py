@@ -5,11 +5,14 @@ sync delta never advances a clock past versions it did not deliver."""
 from __future__ import annotations
 
 from causalkv.core.base import ReplicaSettings
-from causalkv.core.messages import Envelope, PeerMessage, SyncRequest
+from causalkv.core.keystore import Version
+from causalkv.core.messages import Envelope, PeerMessage, SyncRequest, TransferChunk
 from causalkv.core.replica import Replica
 from causalkv.core.requests import ClientRequest, Operation, OperationResult, ResultKind
 from causalkv.core.token import Token
 from causalkv.core.view import parse_sharded_view
+from causalkv.core.wire import pairs_from_clock, version_to_wire
+from causalkv.core.writer import make_writer
 from tests.core.local_cluster import LocalCluster, sharded_view
 
 A, B, C = (f"10.0.3.{i}:8081" for i in range(1, 4))
@@ -117,3 +120,50 @@ def test_a_sync_request_reports_only_a_durable_clock() -> None:
     assert all(o.after_persist >= pending for o in requests), (
         "the request reports the delete: it waits until the delete is durable"
     )
+
+
+def test_collection_keeps_a_live_version_concurrent_with_a_delete() -> None:
+    """Seed 192969: a straggler's late hand-off brought a value concurrent with
+    a delete. A had collected the tombstone and showed the value; B still held
+    the tombstone, which won the tie-break, and showed nothing, forever."""
+    cluster = LocalCluster([A, B, C])
+    assert cluster.install(sharded_view({"s": [A, B]})).kind is ResultKind.OK
+    first = cluster.put(A, "k", "v0")
+    assert first.token is not None
+    deleted = cluster.request(A, Operation.DELETE, "k", first.token)
+    assert isinstance(deleted, OperationResult) and deleted.kind is ResultKind.OK
+    replica_a, replica_b = cluster.replicas[A], cluster.replicas[B]
+    # B may not collect yet (as after an abandoned change); A does.
+    replica_b.tombstones_held_until_s = float("inf")
+    cluster.tick(seconds=0.5, rounds=12)
+    assert replica_a.store.entry("k") is None, "A collected the tombstone"
+    assert replica_b.store.entry("k") is not None, "B still holds it"
+    # C, back from an old view, hands over a value it took concurrently with
+    # the delete (it had seen v0 only), with a lower Lamport time.
+    (writer_a,) = first.token.clock
+    straggler = make_writer(0, 0, 0, cluster.replicas[C].incarnation)
+    late = Version(straggler, 1, 1, {writer_a: first.token.clock[writer_a]}, "late")
+    view = replica_a.view
+    assert view is not None
+    for owner in (A, B):
+        # Its report vouches for its own writer (it held the key's shard then).
+        chunk = TransferChunk(
+            view.epoch,
+            view.digest,
+            7,
+            0,
+            1,
+            [version_to_wire("k", late)],
+            0,
+            b"",
+            0,
+            cluster.replicas[C].incarnation,
+            pairs_from_clock({straggler: 1}),
+            1,
+        )
+        cluster.queue.append((C, owner, chunk))
+    cluster.pump()
+    replica_b.tombstones_held_until_s = float("-inf")
+    cluster.tick(seconds=0.5, rounds=12)
+    values = {address: cluster.replicas[address].winner_value("k") for address in (A, B)}
+    assert values == {A: "late", B: "late"}, values
