@@ -74,9 +74,14 @@ class Version:
     def is_tombstone(self) -> bool:
         return self.value is None
 
-    def order_key(self) -> tuple[int, bytes]:
-        """The deterministic tie-break among concurrent versions: higher wins."""
-        return (self.lamport, self.writer)
+    def order_key(self) -> tuple[bool, int, bytes]:
+        """The deterministic tie-break among concurrent versions: higher wins. A
+        value beats a concurrent delete (add-wins), then the higher Lamport
+        time, then the writer. With deletes losing ties, collecting a tombstone
+        never changes what a key shows, even where a concurrent value arrives
+        after the tombstone was collected on one replica and not yet on another
+        (seed 192969); with the Lamport time first, such replicas diverged."""
+        return (self.value is not None, self.lamport, self.writer)
 
     def dep(self, writer: Writer) -> int:
         """The sequence number of ``writer`` this version depends on (0 if none)."""
