@@ -437,7 +437,12 @@ def test_teardown_after_normal_exit_leaves_nothing() -> None:
 
 
 CHILD = r"""
-import json, sys, time
+import json, signal, sys, time
+# Under nohup (or any parent that ignores SIGHUP) the harness rightly leaves an
+# ignored signal alone; this test is about a process that would die of it.
+for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+    if signal.getsignal(sig) == signal.SIG_IGN:
+        signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
 from causalkv.testing.netns import Network
 with Network(2) as net:
     proc = net.hosts[0].spawn(["sleep", "300"])
@@ -473,7 +478,12 @@ def test_signal_to_harness_process_cleans_up(sig: int) -> None:
     netns_pytest.require_netns()
     child, prefix, pids = start_child_run()
     child.send_signal(sig)
-    _, err = child.communicate(timeout=20)
+    try:
+        _, err = child.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise
     assert child.returncode != 0
     assert "Traceback" in err or child.returncode < 0
     assert_nothing_left(prefix)

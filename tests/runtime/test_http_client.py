@@ -102,3 +102,16 @@ def test_a_once_only_request_skips_a_long_idle_connection(
         assert server.connections == 2, "a fresh connection, not the idle one"
 
     _run(scenario)
+
+
+def test_a_fresh_request_neither_reuses_nor_keeps_its_connection() -> None:
+    async def scenario(server: Server, pool: HttpClientPool, address: str) -> None:
+        await pool.request(address, "POST", "/", b"one", {}, 2.0)
+        answer = await pool.request(address, "POST", "/", b"fresh", {}, 2.0, fresh=True)
+        assert answer.status == 200
+        assert server.connections == 2, "not the kept-alive one"
+        again = await pool.request(address, "POST", "/", b"fresh2", {}, 2.0, fresh=True)
+        assert again.status == 200
+        assert server.connections == 3, "the fresh one was not kept either"
+
+    _run(scenario)

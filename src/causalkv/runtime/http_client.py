@@ -121,6 +121,7 @@ class HttpClientPool:
         headers: dict[str, str],
         timeout_s: float,
         once_only: bool = False,
+        fresh: bool = False,
     ) -> HttpResponse:
         """Send one request and wait for its response.
 
@@ -128,10 +129,15 @@ class HttpClientPool:
         on a new one: the server may have closed the idle connection. Not when
         ``once_only`` (a forwarded write): the server may also have run it before
         the connection broke, so such a request goes only on a connection that
-        was idle briefly, and a failure is reported as ``PeerUnavailable``."""
+        was idle briefly, and a failure is reported as ``PeerUnavailable``.
+
+        ``fresh`` opens a new connection and closes it afterwards: an
+        unreachable peer then fails fast at connect (``NotDelivered``) instead
+        of after the whole timeout on a kept-alive connection into a partition.
+        Forwarded client requests use it, so they fail over in time."""
         loop = asyncio.get_running_loop()
         for attempt in range(2):
-            pooled = self._idle.get(address)
+            pooled = None if fresh else self._idle.get(address)
             connection = pooled.pop() if pooled else None
             if (
                 connection is not None
@@ -166,7 +172,7 @@ class HttpClientPool:
             except BaseException:
                 connection.close()
                 raise
-            if keep_alive:
+            if keep_alive and not fresh:
                 idle = self._idle.setdefault(address, [])
                 if len(idle) < self.idle_per_host:
                     connection.idle_since_s = loop.time()

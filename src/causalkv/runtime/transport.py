@@ -180,6 +180,7 @@ class PeerTransport:
                 self._headers,
                 timeout_s,
                 once_only=Operation(call.operation).is_write,
+                fresh=True,
             )
             if response.status != 200:
                 # The peer refused the call before running it (it answers every
