@@ -71,14 +71,17 @@ class LocalCluster:
                 self._carry(address, replica.tick(self.now_s))
             self.pump()
 
-    def install(self, view_json: object, via: str | None = None) -> OperationResult:
+    def propose(self, view_json: object, via: str) -> int:
+        """Send ``PUT /view`` to ``via`` and deliver what follows, without waiting
+        for the change to complete; returns the request id."""
         view = parse_sharded_view(view_json)
-        address = via or self.addresses[0]
         request_id = next(self._request_ids)
-        self._carry(
-            address, self.replicas[address].propose_view(self.now_s, request_id, view, address)
-        )
+        self._carry(via, self.replicas[via].propose_view(self.now_s, request_id, view, via))
         self.pump()
+        return request_id
+
+    def install(self, view_json: object, via: str | None = None) -> OperationResult:
+        request_id = self.propose(view_json, via or self.addresses[0])
         for _ in range(200):
             if request_id in self.results:
                 break

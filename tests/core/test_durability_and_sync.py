@@ -10,7 +10,7 @@ from causalkv.core.messages import Envelope, PeerMessage, SyncRequest, TransferC
 from causalkv.core.replica import Replica
 from causalkv.core.requests import ClientRequest, Operation, OperationResult, ResultKind
 from causalkv.core.token import Token
-from causalkv.core.view import parse_sharded_view
+from causalkv.core.view import View, parse_sharded_view
 from causalkv.core.wire import pairs_from_clock, version_to_wire
 from causalkv.core.writer import make_writer
 from tests.core.local_cluster import LocalCluster, sharded_view
@@ -18,7 +18,7 @@ from tests.core.local_cluster import LocalCluster, sharded_view
 A, B, C = (f"10.0.3.{i}:8081" for i in range(1, 4))
 
 
-def _one_node_view(shard: str) -> object:
+def _one_node_view(shard: str) -> View:
     return parse_sharded_view({shard: [{"address": A, "id": 1}]})
 
 
@@ -31,7 +31,7 @@ def test_a_new_writer_does_not_inherit_the_durability_of_the_old_one() -> None:
     now_s = 0.0
     replica.mark_durable(
         max(b.persist_id for b in replica.propose_view(now_s, 1, _one_node_view("s0"), A).persist)
-    )  # type: ignore[arg-type]
+    )
     token = Token()
     old_batches: list[int] = []
     for index in range(5):
@@ -41,7 +41,7 @@ def test_a_new_writer_does_not_inherit_the_durability_of_the_old_one() -> None:
         token = output.results[0].result.token or token
         old_batches.extend(batch.persist_id for batch in output.persist)
     # None of those is durable yet; the view changes (a new writer).
-    output = replica.propose_view(now_s, 2, _one_node_view("s1"), A)  # type: ignore[arg-type]
+    output = replica.propose_view(now_s, 2, _one_node_view("s1"), A)
     assert replica.view is not None and replica.view.epoch == 2
     new_batches = [batch.persist_id for batch in output.persist]
     written = replica.submit(now_s, ClientRequest(30, Operation.PUT, "new", Token(), "fresh"))

@@ -9,7 +9,6 @@ from causalkv.core.messages import Commit, NewerView, PeerMessage, TransferChunk
 from causalkv.core.replica import Replica
 from causalkv.core.requests import Operation, ResultKind
 from causalkv.core.token import Token
-from causalkv.core.view import parse_sharded_view
 from tests.core.local_cluster import LocalCluster, sharded_view
 
 A, B, C, D, E = (f"10.0.1.{i}:8081" for i in range(1, 6))
@@ -25,9 +24,7 @@ def _met_in_a_lost_proposal() -> LocalCluster:
     cluster = LocalCluster([A, B, C, D, E])
     for address in (A, B, C, D):
         cluster.blocked.add((address, E))
-    view = parse_sharded_view(sharded_view({"s": [A, B, C, D]}))
-    cluster._carry(E, cluster.replicas[E].propose_view(cluster.now_s, 1, view, E))
-    cluster.pump()
+    cluster.propose(sharded_view({"s": [A, B, C, D]}), via=E)
     del cluster.replicas[E]
     for address in (A, B, C, D):
         replica = cluster.replicas[address]
@@ -105,13 +102,7 @@ def test_departure_report_survives_a_lost_handoff_and_a_restart() -> None:
         cluster.request(A, Operation.PUT, key, token or Token(), f"late-{key}") for key in keys[6:]
     ]
     assert all(isinstance(request_id, int) for request_id in waiting), "writes wait"
-    cluster._carry(
-        A,
-        cluster.replicas[A].propose_view(
-            cluster.now_s, 98, parse_sharded_view(sharded_view({"v0": [A], "v1": [B, C, D]})), A
-        ),
-    )
-    cluster.pump()
+    cluster.propose(sharded_view({"v0": [A], "v1": [B, C, D]}), via=A)
     late = [cluster.results.pop(request_id) for request_id in waiting]  # type: ignore[arg-type]
     assert all(result.kind is ResultKind.OK for result in late), late
     token = late[-1].token

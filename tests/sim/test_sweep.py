@@ -32,10 +32,12 @@ RANDOM_SEEDS = 200
 
 
 def _start(variable: str, default: int | None) -> int:
-    text = os.environ.get(variable, "")
-    if text == "random" or (not text and default is None):
+    """The block's first seed: the variable's number, else ``default``; a fresh
+    random one for ``random`` or when there is no default."""
+    text = os.environ.get(variable) or ("random" if default is None else str(default))
+    if text == "random":
         return random.SystemRandom().randrange(10**6, 10**9)
-    return int(text) if text else int(default or 0)
+    return int(text)
 
 
 def _run_block(count: int, start: int) -> None:

@@ -381,11 +381,10 @@ class Engine:
             if isinstance(outcome, TransportFailure):
                 router.node_failed(address)
                 failures.append(AttemptFailure(address, outcome.reason))
-                maybe_applied = maybe_applied or (write and outcome.maybe_sent)
-                if write and outcome.maybe_sent and not settings.resend_ambiguous_writes:
-                    raise Unavailable(
-                        f"{what}: the outcome is unknown", failures, maybe_applied=True
-                    )
+                ambiguous = write and outcome.maybe_sent
+                maybe_applied = maybe_applied or ambiguous
+                if ambiguous and not settings.resend_ambiguous_writes:
+                    raise _outcome_unknown(what, failures)
                 continue
             router.node_answered(address)
             status = outcome.status
@@ -405,7 +404,7 @@ class Engine:
             if status == 503 and write and OUTCOME_UNKNOWN_TEXT in text:
                 # The node forwarded the write and the owner went silent: it may
                 # have been applied. Sending it again could apply it twice.
-                raise Unavailable(f"{what}: the outcome is unknown", failures, maybe_applied=True)
+                raise _outcome_unknown(what, failures)
             if status == 503 and any(trouble in text for trouble in VIEW_TROUBLE_TEXTS):
                 router.mark_stale()
                 if "changing views" not in text:
@@ -417,9 +416,7 @@ class Engine:
                 ambiguous = write and status != 503
                 maybe_applied = maybe_applied or ambiguous
                 if ambiguous and not settings.resend_ambiguous_writes:
-                    raise Unavailable(
-                        f"{what}: the outcome is unknown", failures, maybe_applied=True
-                    )
+                    raise _outcome_unknown(what, failures)
         raise Unavailable(f"{what} failed on every attempt", failures, maybe_applied=maybe_applied)
 
     def _shard_index(self, key: str | None, shard: str | None) -> int:
@@ -472,3 +469,8 @@ def _parse_siblings(raw: object) -> tuple[Sibling, ...]:
             )
         )
     return tuple(siblings)
+
+
+def _outcome_unknown(what: str, failures: list[AttemptFailure]) -> Unavailable:
+    """A write that may have been applied: sending it again could apply it twice."""
+    return Unavailable(f"{what}: the outcome is unknown", failures, maybe_applied=True)

@@ -583,17 +583,7 @@ class ReconfigurationMixin(ReplicaBase):
                 foreign_by_shard.setdefault(shard, []).extend(wires)
                 foreign_keys.add(key)
         carried = [
-            WireReport(
-                name,
-                report.source_epoch,
-                report.source_view_tag,
-                report.source_shard,
-                report.source_shard_count,
-                report.source_incarnation,
-                pairs_from_clock(report.known),
-                list(report.scope[0]) if report.scope else [],
-                report.scope[1] if report.scope else -1,
-            )
+            _report_to_wire(name, report)
             for name, report in sorted(self.carried_reports.items())
             if report.scope is not None
         ]
@@ -623,15 +613,7 @@ class ReconfigurationMixin(ReplicaBase):
         # along too: the hand-off that first carried them may never have arrived
         # (its receiver was down, then this node restarted and forgot it).
         carried.extend(
-            WireReport(
-                f"departed:{epoch}",
-                report.source_epoch,
-                report.source_view_tag,
-                report.source_shard,
-                report.source_shard_count,
-                report.source_incarnation,
-                pairs_from_clock(report.known),
-            )
+            _report_to_wire(f"departed:{epoch}", report)
             for epoch, report in sorted(self.departures.items())
             if report != own_report
         )
@@ -1385,6 +1367,21 @@ class ReconfigurationMixin(ReplicaBase):
         """The visible value of a key on this replica (for inspection and tests)."""
         entry = self.store.entry(key)
         return None if entry is None else winner_of(entry).value
+
+
+def _report_to_wire(name: str, report: HandoffReport) -> WireReport:
+    scope_names, scope_shard = report.scope if report.scope is not None else ((), -1)
+    return WireReport(
+        name,
+        report.source_epoch,
+        report.source_view_tag,
+        report.source_shard,
+        report.source_shard_count,
+        report.source_incarnation,
+        pairs_from_clock(report.known),
+        list(scope_names),
+        scope_shard,
+    )
 
 
 def _scope_label(scope: tuple[tuple[str, ...], int]) -> str:

@@ -227,16 +227,18 @@ class ReplicationMixin(ReplicaBase):
         wires: list[WireVersion] = []
         versions: list[Version] = []
         behind_them = False
+        ahead = False
         mine = self._relevant_known()
         for writer, my_seq in mine.items():
             their_seq = their_known.get(writer, 0)
             if my_seq <= their_seq:
                 continue
+            ahead = True
             for key, version in self.store.versions_after(writer, their_seq, my_seq):
                 if self._owns_key(key):
                     wires.append(version_to_wire(key, version))
                     versions.append(version)
-        if any(mine[w] > their_known.get(w, 0) for w in mine):
+        if ahead:
             # Versions this replica holds beyond its own clock (a delta or a
             # hand-off landed out of order) go too: they may be what superseded
             # versions of the writers the delta advances the peer's clock for.
@@ -255,7 +257,6 @@ class ReplicationMixin(ReplicaBase):
             if their_seq > mine.get(writer, 0) and self._scope(writer) in (Scope.LOCAL, Scope.OLD):
                 behind_them = True
                 break
-        ahead = any(mine[w] > their_known.get(w, 0) for w in mine)
         if ahead:
             after_persist = self._after_persist_for_versions(versions)
             chunks = chunk_versions(

@@ -64,18 +64,11 @@ class _ResponseCollector:
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    idle_since_s: float = 0.0
-    """When it was last returned to the pool (the loop's clock)."""
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
 
-
-# A request that must not be sent twice reuses only connections idle for less
-# than this: well below the server's keep-alive timeout (uvicorn's default is
-# 5 s), so the server does not close it just as the request goes out.
-_IDLE_REUSE_ONCE_ONLY_S_MAX = 2.0
 
 # Unacknowledged data older than this closes a peer connection (TCP_USER_TIMEOUT):
 # during a partition a request fails in seconds instead of waiting out TCP's
@@ -120,35 +113,21 @@ class HttpClientPool:
         body: bytes,
         headers: dict[str, str],
         timeout_s: float,
-        once_only: bool = False,
         fresh: bool = False,
     ) -> HttpResponse:
         """Send one request and wait for its response.
 
         A request that fails on a reused keep-alive connection is sent again once
-        on a new one: the server may have closed the idle connection. Not when
-        ``once_only`` (a forwarded write): the server may also have run it before
-        the connection broke, so such a request goes only on a connection that
-        was idle briefly, and a failure is reported as ``PeerUnavailable``.
+        on a new one: the server may have closed the idle connection.
 
-        ``fresh`` opens a new connection and closes it afterwards: an
-        unreachable peer then fails fast at connect (``NotDelivered``) instead
-        of after the whole timeout on a kept-alive connection into a partition.
-        Forwarded client requests use it, so they fail over in time."""
-        loop = asyncio.get_running_loop()
+        ``fresh`` opens a new connection and closes it afterwards, so the
+        request is never sent twice (a failure is ``PeerUnavailable``: the peer
+        may have run it), and an unreachable peer fails fast at connect
+        (``NotDelivered``) instead of after the whole timeout on a kept-alive
+        connection into a partition. Forwarded client requests use it."""
         for attempt in range(2):
             pooled = None if fresh else self._idle.get(address)
             connection = pooled.pop() if pooled else None
-            if (
-                connection is not None
-                and once_only
-                and (
-                    loop.time() - connection.idle_since_s > _IDLE_REUSE_ONCE_ONLY_S_MAX
-                    or connection.reader.at_eof()
-                )
-            ):
-                connection.close()
-                connection = None
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(address)
@@ -163,7 +142,7 @@ class HttpClientPool:
                 asyncio.IncompleteReadError,
             ) as error:
                 connection.close()
-                if reused and attempt == 0 and not once_only:
+                if reused and attempt == 0:
                     continue
                 raise PeerUnavailable(f"{address} did not answer: {error!r}") from error
             except TimeoutError as error:
@@ -175,7 +154,6 @@ class HttpClientPool:
             if keep_alive and not fresh:
                 idle = self._idle.setdefault(address, [])
                 if len(idle) < self.idle_per_host:
-                    connection.idle_since_s = loop.time()
                     idle.append(connection)
                 else:
                     connection.close()

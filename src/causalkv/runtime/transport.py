@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import msgspec
 
 from causalkv.core.messages import PeerMessage
-from causalkv.core.requests import Operation
 from causalkv.runtime.http_client import HttpClientPool, NotDelivered, PeerUnavailable
 from causalkv.runtime.peer_protocol import (
     PEER_CONTENT_TYPE,
@@ -179,7 +178,6 @@ class PeerTransport:
                 encoder.encode(call),
                 self._headers,
                 timeout_s,
-                once_only=Operation(call.operation).is_write,
                 fresh=True,
             )
             if response.status != 200:
